@@ -1,0 +1,1 @@
+"""What a user touches: the ``livefoley`` CLI, the live engine and the OBS integration."""

@@ -1,0 +1,770 @@
+"""Where generated audio goes: a sound device, a wav/flac file, nowhere, or several at once.
+
+Every sink takes chunks of shape ``(channels, N)`` float32 at :data:`CONTRACT.sample_rate`
+(normally ``(2, CONTRACT.hop)`` = ``(2, 1600)``, one video frame of sound) through
+``open() / write(chunk) / close()`` or a ``with`` block, and reports counters through ``stats()``.
+
+Sink strings (``--sink`` / ``--record``), see :func:`parse_sink` and :func:`open_sinks`::
+
+    device                 the default output device
+    device:NAME_OR_INDEX   an output device by (case-insensitive) name substring or index
+    file:PATH.wav|.flac    a recording, written as it goes and finalised on close
+    null                   discard (counts samples; for benchmarks and tests)
+
+**Audio-thread discipline** (:class:`DeviceSink`, STYLE.md pattern 12).  The PortAudio callback
+only copies from a bounded, preallocated ring buffer into ``outdata``; it zero-fills on underflow,
+counts underruns and PortAudio status flags, and allocates no arrays (it slices preallocated
+buffers and copies into ``outdata``).  The lock it shares with the writer is held only for index
+arithmetic and one copy of at most one block (microseconds), never while waiting.  Volume is applied
+by the writer when a chunk enters the ring, so the callback never multiplies.  The stream starts
+only once ``prefill_frames`` frames of audio are buffered ("primed").
+
+**Full-ring policy.**  ``write`` waits for room for at most ``block_timeout_s`` (default: one frame,
+33.3 ms, so a late device can never stall the generator by more than a frame); if the ring is still
+full it *drops the oldest* buffered audio to make room and counts an ``overflow``.  Latency
+therefore stays bounded by ``capacity_frames`` frames whatever the clocks do; the live engine
+paces itself to the frame rate, so in normal running the ring holds about ``prefill_frames``.
+
+**Files** (:class:`FileSink`) are written chunk by chunk to a hidden temporary name in the target
+folder and renamed to the final name on ``close()``, which runs on every exit of a ``with`` block,
+exceptions and Ctrl-C (``KeyboardInterrupt``) included; the live engine calls ``close()`` in a
+``finally``.  A partial recording is thus a valid file holding every chunk written so far.  Only
+a hard kill (SIGKILL, power loss) leaves the temporary file behind.
+
+sounddevice is imported lazily, in :func:`_sounddevice` only, because importing it loads and
+initialises PortAudio (which enumerates the devices at that moment, and fails when PortAudio is
+missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audio.contract import CONTRACT
+from audio.errors import LivefoleyError
+
+log = logging.getLogger(__name__)
+
+PORTAUDIO_MISSING = (
+    "PortAudio is not installed: on Debian/Ubuntu `sudo apt-get install libportaudio2`; "
+    "on Fedora portaudio; on macOS brew install portaudio"
+)
+SINK_FORMS = ("device", "device:NAME_OR_INDEX", "file:PATH.wav", "file:PATH.flac", "null")
+FILE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
+"""Extension → (libsndfile format, subtype).  WAV stores float32 exactly; FLAC is 24-bit."""
+MAX_VOLUME = 4.0
+STATUS_FLAGS = ("output_underflow", "output_overflow", "priming_output", "input_underflow", "input_overflow")
+
+
+class SinkError(LivefoleyError):
+    """A sink could not be opened, written or closed; the message names the sink and the fix."""
+
+
+_SD: Any = None
+
+
+def _sounddevice():
+    """Import :mod:`sounddevice` (once); a missing PortAudio becomes one clear :class:`SinkError`."""
+    global _SD
+    if _SD is None:
+        try:
+            import sounddevice
+        except OSError as err:  # sounddevice raises OSError when libportaudio cannot be loaded
+            raise SinkError(PORTAUDIO_MISSING) from err
+        _SD = sounddevice
+    return _SD
+
+
+def _as_chunk(chunk: np.ndarray) -> np.ndarray:
+    """Validate a chunk: ``(CONTRACT.channels, N)`` floating point → float32 (no copy if already)."""
+    arr = np.asarray(chunk)
+    if arr.ndim != 2 or arr.shape[0] != CONTRACT.channels or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(
+            f"got an audio chunk of shape {arr.shape} and dtype {arr.dtype}; chunks must be "
+            f"({CONTRACT.channels}, N) float32 at {CONTRACT.sample_rate} Hz, normally "
+            f"({CONTRACT.channels}, {CONTRACT.hop}) for one frame"
+        )
+    return arr.astype(np.float32, copy=False)
+
+
+def _check_volume(volume: float) -> float:
+    volume = float(volume)
+    if not (math.isfinite(volume) and 0.0 <= volume <= MAX_VOLUME):
+        raise SinkError(f"volume must be between 0 and {MAX_VOLUME:g} (1 = unchanged); got {volume}")
+    return volume
+
+
+class Sink(ABC):
+    """Open / write / close, or a ``with`` block.  ``write`` takes ``(channels, N)`` float32.
+
+    ``name`` is the sink string; ``latency_s`` is the output latency the backend reports (seconds
+    from handing a sample over to hearing it; 0 for files and the null sink)."""
+
+    name: str = "?"
+
+    @property
+    def latency_s(self) -> float:
+        return 0.0
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def write(self, chunk: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def stats(self) -> dict: ...
+
+    def __enter__(self) -> Sink:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class _Ring:
+    """A bounded single-producer / single-consumer audio ring with drop-oldest overflow.
+
+    ``data`` is ``(capacity, channels)`` float32, preallocated; positions are running sample
+    counts (``read`` ≤ ``written`` ≤ ``read + capacity``), taken modulo ``capacity`` to index.
+    The producer copies into the free region without the lock (the consumer never reads beyond
+    ``written``) and takes the lock only to drop old audio and to publish ``written``; the consumer
+    (the audio callback) holds the lock while it copies at most one block out.
+    """
+
+    def __init__(self, capacity: int, channels: int = CONTRACT.channels) -> None:
+        self.capacity = capacity
+        self.data = np.zeros((capacity, channels), dtype=np.float32)
+        self.lock = threading.Lock()
+        self.read = 0
+        self.written = 0
+        self.overflows = 0
+        self.dropped = 0
+
+    @property
+    def available(self) -> int:
+        return self.written - self.read
+
+    @property
+    def free(self) -> int:
+        return self.capacity - (self.written - self.read)
+
+    def push(self, chunk: np.ndarray, gain: float = 1.0) -> int:
+        """Append ``chunk`` ((channels, n) float32, n ≤ capacity) times ``gain``; return how many of
+        the oldest buffered samples were dropped to make room (0 normally)."""
+        n = chunk.shape[1]
+        if n > self.capacity:
+            raise ValueError(f"chunk of {n} samples exceeds the ring capacity {self.capacity}")
+        with self.lock:
+            w = self.written
+            over = w + n - self.read - self.capacity
+            if over > 0:  # full: drop the oldest `over` samples (the consumer has not read them yet)
+                self.read += over
+                self.overflows += 1
+                self.dropped += over
+        start = w % self.capacity
+        first = min(n, self.capacity - start)
+        # (channels, n) → rows of (n, channels): the transposed view is copied in place, no temporaries
+        for dst, src in ((self.data[start:start + first], chunk[:, :first]),
+                         (self.data[:n - first], chunk[:, first:])):
+            if dst.shape[0]:
+                if gain == 1.0:
+                    np.copyto(dst, src.T)
+                else:
+                    np.multiply(src.T, np.float32(gain), out=dst)
+        with self.lock:
+            self.written = w + n
+        return max(over, 0)
+
+    def pull(self, out: np.ndarray) -> int:
+        """Copy up to ``len(out)`` buffered samples into ``out`` ((frames, channels)); return the
+        number copied.  Runs in the audio callback: slices and copies only, allocates no arrays."""
+        frames = out.shape[0]
+        with self.lock:
+            r = self.read
+            n = self.written - r
+            if n > frames:
+                n = frames
+            start = r % self.capacity
+            first = self.capacity - start
+            if first >= n:
+                out[:n] = self.data[start:start + n]
+            else:
+                out[:first] = self.data[start:]
+                out[first:n] = self.data[:n - first]
+            self.read = r + n
+        return n
+
+    def clear(self) -> None:
+        with self.lock:
+            self.read = self.written
+
+
+@dataclass(frozen=True)
+class DeviceSinkConfig:
+    """Settings of a :class:`DeviceSink` (validated; volume is only the *initial* volume).
+
+    ``device``: None (the default output), an index, or a case-insensitive name substring.
+    ``blocksize``: samples per callback.  ``prefill_frames`` / ``capacity_frames``: ring priming
+    level and size in frames of ``CONTRACT.hop`` samples.  ``latency``: PortAudio's suggested
+    latency ("low", "high" or seconds).  ``block_timeout_s``: the longest ``write`` waits for room
+    before dropping the oldest audio (None: one frame)."""
+
+    device: int | str | None = None
+    volume: float = 1.0
+    blocksize: int = CONTRACT.hop
+    prefill_frames: int = 2
+    capacity_frames: int = 8
+    latency: float | str = "low"
+    block_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_volume(self.volume)
+        if self.blocksize < 0:
+            raise SinkError(f"blocksize must be ≥ 0 samples (0: the backend chooses); got {self.blocksize}")
+        if self.capacity_frames < 1:
+            raise SinkError(f"capacity_frames must be ≥ 1; got {self.capacity_frames}")
+        if not 1 <= self.prefill_frames <= self.capacity_frames:
+            raise SinkError(
+                f"prefill_frames must be between 1 and capacity_frames ({self.capacity_frames}); "
+                f"got {self.prefill_frames}"
+            )
+        if self.capacity_samples < 2 * self.blocksize:
+            raise SinkError(
+                f"the ring ({self.capacity_frames} frames = {self.capacity_samples} samples) must hold at "
+                f"least two blocks of {self.blocksize}; raise capacity_frames or lower blocksize"
+            )
+        if self.block_timeout_s is not None and self.block_timeout_s < 0:
+            raise SinkError(f"block_timeout_s must be ≥ 0; got {self.block_timeout_s}")
+
+    @property
+    def capacity_samples(self) -> int:
+        return self.capacity_frames * CONTRACT.hop
+
+    @property
+    def prefill_samples(self) -> int:
+        return self.prefill_frames * CONTRACT.hop
+
+    @property
+    def timeout_s(self) -> float:
+        return CONTRACT.frame_ms / 1000.0 if self.block_timeout_s is None else self.block_timeout_s
+
+
+def _query_devices() -> tuple[list[dict], int | None]:
+    sd = _sounddevice()
+    try:
+        devices = [dict(d) for d in sd.query_devices()]
+        hostapis = sd.query_hostapis()
+        default = sd.default.device[1]
+    except sd.PortAudioError as err:
+        raise SinkError(f"could not list the audio devices: {err}") from err
+    for d in devices:
+        d["hostapi_name"] = hostapis[d["hostapi"]]["name"]
+    default = default if isinstance(default, int) and default >= 0 else None
+    return devices, default
+
+
+def list_devices() -> list[dict]:
+    """The output devices PortAudio sees: ``index, name, hostapi, max_output_channels,
+    default_samplerate, is_default`` for each."""
+    devices, default = _query_devices()
+    return [
+        {
+            "index": d["index"],
+            "name": d["name"],
+            "hostapi": d["hostapi_name"],
+            "max_output_channels": d["max_output_channels"],
+            "default_samplerate": d["default_samplerate"],
+            "is_default": d["index"] == default,
+        }
+        for d in devices
+        if d["max_output_channels"] > 0
+    ]
+
+
+def _device_listing(devices: list[dict]) -> str:
+    if not devices:
+        return "no output devices were found (is a sound server running / a sound card present?)"
+    return "output devices: " + "; ".join(
+        f"{d['index']} {d['name']!r} ({d['hostapi']}){' [default]' if d['is_default'] else ''}"
+        for d in devices
+    )
+
+
+def resolve_device(device: int | str | None) -> dict:
+    """The output device (an entry of :func:`list_devices`) for an index, a name substring or None."""
+    outputs = list_devices()
+    hint = "; pass --sink device:NAME_OR_INDEX with one of them (`livefoley devices` lists them)"
+    if device is None:
+        for d in outputs:
+            if d["is_default"]:
+                return d
+        raise SinkError(f"there is no default output device; {_device_listing(outputs)}{hint}")
+    if isinstance(device, str) and device.strip().lstrip("-").isdigit():
+        device = int(device.strip())
+    if isinstance(device, int):
+        for d in outputs:
+            if d["index"] == device:
+                return d
+        raise SinkError(f"no output device with index {device}; {_device_listing(outputs)}{hint}")
+    wanted = device.strip().lower()
+    exact = [d for d in outputs if d["name"].lower() == wanted]
+    matches = exact or [d for d in outputs if wanted in d["name"].lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise SinkError(f"no output device matches {device!r}; {_device_listing(outputs)}{hint}")
+    raise SinkError(f"{device!r} matches several output devices; {_device_listing(matches)}{hint}")
+
+
+class DeviceSink(Sink):
+    """Play through a sound device with sounddevice/PortAudio (float32, stereo, 48 kHz).
+
+    See the module docstring for the callback discipline and the full-ring policy.  Call ``write``
+    and ``close`` from one thread (the engine's); ``volume`` may be set from any thread and applies
+    to chunks written afterwards (what is already buffered, ≤ ``capacity_frames``, keeps its level).
+    """
+
+    def __init__(
+        self,
+        *,
+        device: int | str | None = None,
+        volume: float = 1.0,
+        blocksize: int = CONTRACT.hop,
+        prefill_frames: int = 2,
+        capacity_frames: int = 8,
+        latency: float | str = "low",
+        block_timeout_s: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.config = DeviceSinkConfig(
+            device=device, volume=volume, blocksize=blocksize, prefill_frames=prefill_frames,
+            capacity_frames=capacity_frames, latency=latency, block_timeout_s=block_timeout_s,
+        )
+        self.name = name or ("device" if device is None else f"device:{device}")
+        self._volume = _check_volume(volume)
+        self._ring = _Ring(self.config.capacity_samples)
+        self._stream = None
+        self.device: dict | None = None
+        self._started = False
+        self._stopping = False
+        self._draining = False
+        self._closed = False
+        self._error: str | None = None
+        self._latency_s = 0.0
+        # counters written by the audio callback (plain ints: no allocation beyond CPython's own)
+        self._callbacks = 0
+        self._underruns = 0
+        self._underrun_samples = 0
+        self._flag_counts = dict.fromkeys(STATUS_FLAGS, 0)
+        # counters written by the writer
+        self._chunks = 0
+        self._samples_written = 0
+        self._nonfinite = 0
+
+    # -- volume ------------------------------------------------------------------------------
+    @property
+    def volume(self) -> float:
+        return self._volume
+
+    @volume.setter
+    def volume(self, value: float) -> None:
+        self._volume = _check_volume(value)
+
+    def set_volume(self, value: float) -> None:
+        self.volume = value
+
+    @property
+    def latency_s(self) -> float:
+        return self._latency_s
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._stream is not None:
+            return
+        sd = _sounddevice()
+        self.device = resolve_device(self.config.device)
+        if self.device["max_output_channels"] < CONTRACT.channels:
+            raise SinkError(
+                f"output device {self.device['name']!r} has {self.device['max_output_channels']} channel(s); "
+                f"livefoley plays {CONTRACT.channels}-channel audio: choose another with --sink device:NAME"
+            )
+        try:
+            self._stream = sd.OutputStream(
+                samplerate=CONTRACT.sample_rate, blocksize=self.config.blocksize, device=self.device["index"],
+                channels=CONTRACT.channels, dtype="float32", latency=self.config.latency,
+                callback=self._callback, finished_callback=self._finished,
+            )
+        except sd.PortAudioError as err:
+            raise SinkError(
+                f"could not open output device {self.device['name']!r} for {CONTRACT.sample_rate} Hz float32 "
+                f"stereo: {err}; try another device (`livefoley devices`) or --sink file:OUT.wav"
+            ) from err
+        self._latency_s = float(self._stream.latency)
+        log.info("opened %s (%s): reported output latency %.1f ms, block %d, prefill %d frames",
+                 self.device["name"], self.device["hostapi"], 1000 * self._latency_s,
+                 self.config.blocksize, self.config.prefill_frames)
+
+    def _start(self) -> None:
+        sd = _sounddevice()
+        try:
+            self._stream.start()
+        except sd.PortAudioError as err:
+            self._error = self._vanished(f"starting the stream failed: {err}")
+            raise SinkError(self._error) from err
+        self._started = True
+
+    def _vanished(self, why: str) -> str:
+        name = self.device["name"] if self.device else self.name
+        return (
+            f"the audio device {name!r} vanished or failed while playing ({why}); check that it is "
+            f"connected and its sound server is running, then restart (`livefoley devices` lists devices)"
+        )
+
+    def _check_alive(self) -> None:
+        if self._error is None and self._started and not self._stopping and not self._stream.active:
+            self._error = self._vanished("PortAudio stopped the stream")
+        if self._error is not None:
+            raise SinkError(self._error)
+
+    def write(self, chunk: np.ndarray) -> None:
+        """Queue ``chunk`` ((channels, N) float32) for playback; see the full-ring policy above.
+
+        Non-finite samples are replaced by silence (and counted) so that a diverging model can
+        never send NaN/inf to a loudspeaker."""
+        if self._stream is None or self._closed:
+            raise RuntimeError(f"{self!r}: write() outside open() … close()")
+        self._check_alive()
+        chunk = _as_chunk(chunk)
+        if not np.isfinite(chunk).all():
+            bad = ~np.isfinite(chunk)
+            self._nonfinite += int(bad.sum())
+            chunk = np.where(bad, np.float32(0), chunk)
+        ring, cfg = self._ring, self.config
+        deadline = time.monotonic() + cfg.timeout_s
+        poll = CONTRACT.frame_ms / 1000.0 / 8
+        total = chunk.shape[1]
+        pos = 0
+        while pos < total:
+            # before the stream starts nothing drains the ring: fill it only up to its free space
+            n = min(total - pos, ring.capacity if self._started else ring.free)
+            if self._started:
+                while ring.free < n:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break  # still full after the timeout: push() drops the oldest audio
+                    time.sleep(min(poll, left))
+                    self._check_alive()
+            ring.push(chunk[:, pos:pos + n], self._volume)
+            pos += n
+            if not self._started and ring.available >= cfg.prefill_samples:
+                self._start()
+        self._chunks += 1
+        self._samples_written += total
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """PortAudio's audio thread: copy from the ring, zero-fill what is missing, count."""
+        if status:
+            self._note_status(status)
+        n = self._ring.pull(outdata)
+        if n < frames:
+            outdata[n:].fill(0.0)
+            if not self._draining:
+                self._underruns += 1
+                self._underrun_samples += frames - n
+        self._callbacks += 1
+
+    def _note_status(self, status: Any) -> None:
+        for flag in STATUS_FLAGS:
+            if getattr(status, flag, False):
+                self._flag_counts[flag] += 1
+
+    def _finished(self) -> None:
+        """PortAudio calls this when the stream ends: by our stop(), or because the device died."""
+        if not self._stopping and self._error is None:
+            self._error = self._vanished("PortAudio ended the stream")
+
+    def clear(self) -> None:
+        """Drop everything buffered (for a hard cut, e.g. a scene change with a fresh stream)."""
+        self._ring.clear()
+
+    def close(self, *, drain: bool = True) -> None:
+        """Play out what is buffered (``drain``), then stop and close the stream.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        sd = _sounddevice()
+        try:
+            if drain and self._error is None and self._ring.available:
+                if not self._started:
+                    self._start()
+                self._draining = True
+                deadline = time.monotonic() + self._ring.available / CONTRACT.sample_rate + 2.0
+                while self._ring.available and self._error is None and time.monotonic() < deadline:
+                    time.sleep(CONTRACT.frame_ms / 1000.0 / 4)
+            self._stopping = True
+            if self._started and self._error is None:
+                if drain:
+                    stream.stop()  # PortAudio waits for the device's pending buffers to play
+                else:
+                    stream.abort()
+            stream.close()
+        except sd.PortAudioError as err:  # a dying device may also fail to stop; nothing is lost
+            log.warning("closing %s: %s", self.name, err)
+            with contextlib.suppress(sd.PortAudioError):
+                stream.close(ignore_errors=True)
+        finally:
+            self._stopping = True
+
+    def stats(self) -> dict:
+        ring = self._ring
+        return {
+            "kind": "device",
+            "name": self.name,
+            "device": self.device["name"] if self.device else None,
+            "latency_s": self._latency_s,
+            "volume": self._volume,
+            "started": self._started,
+            "callbacks": self._callbacks,
+            "chunks_written": self._chunks,
+            "samples_written": self._samples_written,
+            "frames_written": self._samples_written / CONTRACT.hop,
+            "buffered_samples": ring.available,
+            "buffered_frames": ring.available / CONTRACT.hop,
+            "underruns": self._underruns,
+            "underrun_samples": self._underrun_samples,
+            "overflows": ring.overflows,
+            "overflow_samples": ring.dropped,
+            "nonfinite_samples": self._nonfinite,
+            "status_flags": dict(self._flag_counts),
+            "error": self._error,
+        }
+
+
+class FileSink(Sink):
+    """A wav (float32) or flac (24-bit) recording at ``CONTRACT.sample_rate``, written as chunks
+    arrive to a hidden temporary file beside ``path`` and renamed to ``path`` on ``close()``."""
+
+    def __init__(self, path: str | os.PathLike, *, name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = name or f"file:{self.path}"
+        suffix = self.path.suffix.lower()
+        if suffix not in FILE_FORMATS:
+            raise SinkError(
+                f"cannot record to {str(self.path)!r}: the extension must be "
+                f"{' or '.join(FILE_FORMATS)} (e.g. --record out.flac)"
+            )
+        self.format, self.subtype = FILE_FORMATS[suffix]
+        self.tmp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self._file = None
+        self._closed = False
+        self._samples = 0
+        self._chunks = 0
+
+    def open(self) -> None:
+        if self._file is not None:
+            return
+        import soundfile
+
+        if not self.path.parent.is_dir():
+            raise SinkError(
+                f"cannot record to {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist"
+            )
+        try:
+            self._file = soundfile.SoundFile(
+                self.tmp_path, mode="w", samplerate=CONTRACT.sample_rate, channels=CONTRACT.channels,
+                format=self.format, subtype=self.subtype,
+            )
+        except (OSError, RuntimeError) as err:  # soundfile raises LibsndfileError(RuntimeError)
+            raise SinkError(f"cannot record to {str(self.path)!r}: {err}") from err
+        log.info("recording to %s (%s %s)", self.path, self.format, self.subtype)
+
+    def write(self, chunk: np.ndarray) -> None:
+        if self._file is None or self._closed:
+            raise RuntimeError(f"{self!r}: write() outside open() … close()")
+        chunk = _as_chunk(chunk)
+        # soundfile wants (frames, channels), C-contiguous
+        self._file.write(np.ascontiguousarray(chunk.T))
+        self._samples += chunk.shape[1]
+        self._chunks += 1
+
+    def close(self) -> None:
+        """Finalise the file (header/stream info) and rename it into place.  Idempotent."""
+        if self._closed or self._file is None:
+            self._closed = True
+            return
+        self._closed = True
+        try:
+            self._file.close()
+        finally:  # even when interrupted while closing, the recording gets its final name
+            os.replace(self.tmp_path, self.path)
+            log.info("recorded %.2f s to %s", self._samples / CONTRACT.sample_rate, self.path)
+
+    def stats(self) -> dict:
+        return {
+            "kind": "file",
+            "name": self.name,
+            "path": str(self.path),
+            "chunks_written": self._chunks,
+            "samples_written": self._samples,
+            "frames_written": self._samples / CONTRACT.hop,
+            "seconds": self._samples / CONTRACT.sample_rate,
+        }
+
+
+class NullSink(Sink):
+    """Discards audio; counts what it was given."""
+
+    def __init__(self, *, name: str = "null") -> None:
+        self.name = name
+        self._samples = 0
+        self._chunks = 0
+        self._open = False
+
+    def open(self) -> None:
+        self._open = True
+
+    def write(self, chunk: np.ndarray) -> None:
+        if not self._open:
+            raise RuntimeError(f"{self!r}: write() outside open() … close()")
+        self._samples += _as_chunk(chunk).shape[1]
+        self._chunks += 1
+
+    def close(self) -> None:
+        self._open = False
+
+    def stats(self) -> dict:
+        return {
+            "kind": "null",
+            "name": self.name,
+            "chunks_written": self._chunks,
+            "samples_written": self._samples,
+            "frames_written": self._samples / CONTRACT.hop,
+        }
+
+
+class MultiSink(Sink):
+    """Several sinks fed the same chunks (e.g. a device and a recording).
+
+    A failure of one sink (a vanished device) does not stop the others from receiving the chunk;
+    the first error is raised after all were written.  ``close`` closes every sink."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = list(sinks)
+        self.name = " + ".join(s.name for s in self.sinks) or "none"
+
+    @property
+    def latency_s(self) -> float:
+        return max((s.latency_s for s in self.sinks), default=0.0)
+
+    def set_volume(self, value: float) -> None:
+        """Set the playback volume of every sink that has one (device sinks; recordings keep the
+        generated level)."""
+        value = _check_volume(value)
+        for s in self.sinks:
+            if hasattr(s, "set_volume"):
+                s.set_volume(value)
+
+    def open(self) -> None:
+        opened: list[Sink] = []
+        try:
+            for s in self.sinks:
+                s.open()
+                opened.append(s)
+        except BaseException:
+            for s in reversed(opened):
+                try:
+                    s.close()
+                except Exception as err:  # keep the original error; this one is secondary
+                    log.warning("closing %s after a failed open: %s", s.name, err)
+            raise
+
+    def write(self, chunk: np.ndarray) -> None:
+        first: BaseException | None = None
+        for s in self.sinks:
+            try:
+                s.write(chunk)
+            except LivefoleyError as err:
+                first = first or err
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        first: BaseException | None = None
+        for s in self.sinks:
+            try:
+                s.close()
+            except BaseException as err:  # close every sink, then report the first failure
+                first = first or err
+        if first is not None:
+            raise first
+
+    def stats(self) -> dict:
+        per = [s.stats() for s in self.sinks]
+        return {
+            "kind": "multi",
+            "name": self.name,
+            "latency_s": self.latency_s,
+            "underruns": sum(p.get("underruns", 0) for p in per),
+            "overflows": sum(p.get("overflows", 0) for p in per),
+            "sinks": per,
+        }
+
+
+def parse_sink(spec: str, **device_options: Any) -> Sink:
+    """Build the (unopened) sink for a sink string (see the module docstring).
+
+    ``device_options`` (volume, blocksize, prefill_frames, capacity_frames, latency,
+    block_timeout_s) apply to device sinks and are ignored by the others."""
+    text = spec.strip()
+    kind, sep, arg = text.partition(":")
+    if kind == "device":
+        if sep and not arg.strip():
+            raise SinkError(f"sink {spec!r} names no device; use 'device' or 'device:NAME_OR_INDEX'")
+        return DeviceSink(device=arg.strip() if sep else None, name=text, **device_options)
+    if kind == "file" and arg.strip():
+        return FileSink(arg.strip(), name=text)
+    if text == "null":
+        return NullSink()
+    raise SinkError(f"unknown sink {spec!r}; valid forms: {', '.join(SINK_FORMS)}")
+
+
+def open_sinks(
+    specs: list[str], record: str | None = None, volume: float = 1.0, **device_options: Any
+) -> MultiSink:
+    """The (unopened) :class:`MultiSink` for ``--sink`` strings plus an optional ``--record`` path;
+    use it in a ``with`` block.  ``volume`` is the playback volume of the device sinks."""
+    sinks = [parse_sink(s, volume=volume, **device_options) for s in specs]
+    if record:
+        sinks.append(FileSink(record))
+    if not sinks:
+        raise SinkError("no sink given: pass --sink device, --sink null or --record OUT.flac")
+    paths = [s.path.resolve() for s in sinks if isinstance(s, FileSink)]
+    if len(paths) != len(set(paths)):
+        raise SinkError("the same recording file is named twice; give each one its own path")
+    return MultiSink(sinks)

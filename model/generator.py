@@ -1,0 +1,351 @@
+"""The streaming generator: frames in, 48 kHz stereo out, one 1600-sample chunk per frame.
+
+``load_generator(name_or_path, device)`` returns a :class:`Generator`; ``generator.stream()``
+gives a :class:`StreamSession` whose ``step(frame)`` runs Algorithm 3 of the paper:
+
+1. feed the previous latent ``x_{i-1}`` → ``z_a`` (the BOS output for the first frame);
+2. tokenize the frame → ``v_i``;
+3. run ``v_i`` and the null token as two branches over the shared KV cache, extrapolate with ω,
+   keep the conditional entry in the cache → ``z_v``;
+4. sample ``x_i`` from the head conditioned on ``concat(z_a, z_v)`` (NFE 1–4);
+5. decode ``x_i`` with the streaming VAE → ``(2, 1600)``.
+
+``generate(frames)`` is the same loop with the vision tokens computed in batches (the vision path
+is not autoregressive); noise comes from the same seeded generator in the same order, so
+streaming and offline produce the same audio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from audio.contract import CONTRACT
+from audio.errors import LivefoleyError
+from audio.vae import CausalVAE, load_vae
+from model.config import MODEL_PRESETS, GeneratorConfig, model_preset
+from model.reactor import SoundReactor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
+COMPONENTS = ("vision", "transformer", "head", "vae")
+
+
+class CheckpointError(LivefoleyError):
+    """A model folder is missing, malformed, or its tensors disagree with its config."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LivefoleyError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return dev
+
+
+def _as_rgb(frame) -> np.ndarray:
+    image = getattr(frame, "image", frame)  # capture.Frame or a bare array
+    if isinstance(image, torch.Tensor):
+        image = image.cpu().numpy()
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise LivefoleyError(f"a frame must be an RGB uint8 array (H, W, 3); got {image.dtype} {image.shape}")
+    return image
+
+
+class _Clock:
+    """Per-component wall time of one step; synchronises CUDA only when timing is on."""
+
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.sync = device.type == "cuda" and enabled
+        self.enabled = enabled
+        self.ms: dict[str, float] = {}
+        self._t = 0.0
+
+    def start(self) -> None:
+        self.ms = {}
+        if self.enabled:
+            if self.sync:
+                torch.cuda.synchronize()
+            self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.enabled:
+            if self.sync:
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            self.ms[name] = self.ms.get(name, 0.0) + (now - self._t) * 1000
+            self._t = now
+
+
+class Generator:
+    """A loaded model (trainable reactor + VAE) on one device, with default NFE and guidance."""
+
+    def __init__(self, *, model: SoundReactor, vae: CausalVAE, device: torch.device) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.device = device
+        self.config: GeneratorConfig = model.config
+        self.nfe = self.config.default_nfe
+        self.cfg = self.config.guidance
+        self.check_nfe(self.nfe)
+
+    @property
+    def valid_nfe(self) -> tuple[int, ...]:
+        return self.model.head.valid_nfe()
+
+    def check_nfe(self, nfe: int) -> int:
+        if nfe not in self.valid_nfe:
+            raise LivefoleyError(
+                f"NFE {nfe} is not supported by model {self.config.name!r} (stage {self.config.stage}); "
+                f"valid values: {', '.join(map(str, self.valid_nfe))}"
+            )
+        return nfe
+
+    def stream(self, *, seed: int = 0, nfe: int | None = None, cfg: float | None = None,
+               timing: bool = True) -> StreamSession:
+        return StreamSession(self, seed=seed, nfe=self.nfe if nfe is None else nfe,
+                             cfg=self.cfg if cfg is None else cfg, timing=timing)
+
+    @torch.inference_mode()
+    def tokenize(self, frames: Iterable, *, batch_size: int = 32) -> Iterator[Tensor]:
+        """Vision tokens for a clip, computed in batches; yields (n, d_token) blocks in order."""
+        tok = self.model.tokenizer
+        prev = None
+        batch: list[np.ndarray] = []
+
+        def flush() -> Tensor:
+            nonlocal prev
+            grids = tok.grids(np.stack(batch))
+            tokens = tok.tokens_from_grids(grids, prev)
+            prev = grids[-1]
+            batch.clear()
+            return tokens
+
+        for frame in frames:
+            batch.append(_as_rgb(frame))
+            if len(batch) == batch_size:
+                yield flush()
+        if batch:
+            yield flush()
+
+    def generate(self, frames: Iterable, *, seed: int = 0, nfe: int | None = None, cfg: float | None = None,
+                 batch_size: int = 32, progress=None) -> np.ndarray:
+        """Offline: frames (any iterable of RGB arrays / Frames) → float32 audio (2, 1600·T)."""
+        chunks: list[np.ndarray] = []
+        with self.stream(seed=seed, nfe=nfe, cfg=cfg, timing=False) as session:
+            for tokens in self.tokenize(frames, batch_size=batch_size):
+                for v in tokens:
+                    chunks.append(session.step_token(v))
+                if progress is not None:
+                    progress(len(tokens))
+        if not chunks:
+            raise LivefoleyError("no frames to generate from")
+        return np.concatenate(chunks, axis=1)
+
+    def save(self, folder: str | Path) -> Path:
+        return save_model(folder, self.model, self.vae)
+
+
+@dataclass
+class StepStats:
+    ms: dict[str, float]
+
+    @property
+    def token_ms(self) -> float:
+        return sum(self.ms.get(k, 0.0) for k in ("vision", "transformer", "head"))
+
+    @property
+    def waveform_ms(self) -> float:
+        return self.token_ms + self.ms.get("vae", 0.0)
+
+
+class StreamSession:
+    """One causal stream: fresh KV cache, conv states, previous grid and seeded noise."""
+
+    def __init__(self, gen: Generator, *, seed: int, nfe: int, cfg: float, timing: bool) -> None:
+        self.gen = gen
+        self.seed = seed
+        self.nfe = gen.check_nfe(nfe)
+        self.cfg = float(cfg)
+        self.clock = _Clock(gen.device, timing)
+        self._stack: ExitStack | None = None
+        self.frames = 0
+
+    # lifecycle ------------------------------------------------------------------------------------
+    def __enter__(self) -> StreamSession:
+        m = self.gen.model
+        self._stack = ExitStack()
+        self._stack.enter_context(torch.inference_mode())
+        self._stack.enter_context(m.tokenizer.streaming())
+        self._stack.enter_context(m.transformer.streaming(batch_size=1))
+        self._stack.enter_context(self.gen.vae.streaming(batch_size=1))
+        self._start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self._stack is not None
+        self._stack.close()
+        self._stack = None
+
+    def _start(self) -> None:
+        m = self.gen.model
+        self.noise = torch.Generator(device="cpu").manual_seed(self.seed)
+        self.z_a = m.transformer.step(m.bos.view(1, 1, -1))[:, 0]  # F(BOS): (1, d)
+        self.pending: Tensor | None = None  # x_{i-1}, fed at the start of the next step
+        self.frames = 0
+
+    def reset(self) -> None:
+        """Forget the past (scene change): clear every streaming state and restart the noise."""
+        m = self.gen.model
+        with torch.inference_mode():
+            m.tokenizer.reset_streaming()
+            m.transformer.reset_streaming()
+            self.gen.vae.reset_streaming()
+            self._start()
+
+    def configure(self, *, nfe: int | None = None, cfg: float | None = None) -> None:
+        """Change NFE / guidance between frames without losing the stream state."""
+        if nfe is not None:
+            self.nfe = self.gen.check_nfe(nfe)
+        if cfg is not None:
+            self.cfg = float(cfg)
+
+    @property
+    def stats(self) -> StepStats:
+        return StepStats(dict(self.clock.ms))
+
+    # the per-frame step ---------------------------------------------------------------------------
+    def step(self, frame) -> np.ndarray:
+        """RGB uint8 (H, W, 3) frame (or capture.Frame) → float32 audio (2, 1600)."""
+        self.clock.start()
+        image = _as_rgb(frame)
+        with torch.inference_mode():
+            v = self.gen.model.tokenizer.step(image)
+        self.clock.lap("vision")
+        return self._step(v, timed=True)
+
+    def step_token(self, v_token: Tensor) -> np.ndarray:
+        """Same as :meth:`step` for an already computed vision token (d_token,)."""
+        self.clock.start()
+        return self._step(v_token, timed=False)
+
+    @torch.inference_mode()
+    def _step(self, v_token: Tensor, *, timed: bool) -> np.ndarray:
+        m = self.gen.model
+        if self.pending is not None:  # 1. feed x_{i-1}
+            self.z_a = m.transformer.step(m.audio_in(self.pending).view(1, 1, -1))[:, 0]
+        guided = self.cfg != 1.0
+        z = m.transformer.step(m.embed_vision(v_token.view(1, -1), guided=guided))  # 3. (1, G, d)
+        z_v = z[:, 1] + self.cfg * (z[:, 0] - z[:, 1]) if guided else z[:, 0]
+        self.clock.lap("transformer")
+        draws = m.head.noise_draws(self.nfe)
+        noise = torch.randn((draws, 1, CONTRACT.latent_dim), generator=self.noise).to(self.gen.device)
+        x = m.head.sample(torch.cat((self.z_a, z_v), dim=-1), nfe=self.nfe, noise=noise)  # 4. (1, 64)
+        self.pending = x
+        self.clock.lap("head")
+        wav = self.gen.vae.decode(m.denormalize(x)[:, :, None])  # 5. (1, 2, 1600)
+        out = wav[0].float().cpu().numpy()
+        self.clock.lap("vae")
+        self.frames += 1
+        return out
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+def save_model(folder: str | Path, model: SoundReactor, vae: CausalVAE) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` + ``vae.safetensors`` (each atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    vae_tensors = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
+    for name, write in (
+        ("model.safetensors", lambda p: save_file(tensors, str(p))),
+        ("vae.safetensors", lambda p: save_file(vae_tensors, str(p))),
+        ("config.json", lambda p: p.write_text(json.dumps(model.config.to_dict(), indent=2))),
+    ):
+        tmp = folder / f".{name}.partial"
+        write(tmp)
+        os.replace(tmp, folder / name)
+    return folder
+
+
+def _load_state(module: torch.nn.Module, tensors: dict[str, Tensor], where: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{k}: file {tuple(tensors[k].shape)} vs config {tuple(v.shape)}"
+              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {', '.join(missing[:10])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:10])}")
+        if shapes:
+            parts.append(f"mis-shaped {len(shapes)}: {'; '.join(shapes[:10])}")
+        raise CheckpointError(f"{where}: tensors do not match config.json ({' | '.join(parts)})")
+    module.load_state_dict(tensors, strict=True)
+
+
+def build_model(config: GeneratorConfig) -> SoundReactor:
+    """A freshly initialised model; the initialisation is reproducible from ``config.init_seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.init_seed)
+        return SoundReactor(config)
+
+
+def load_generator(name_or_path: str | Path = "default", device: str | torch.device = "auto") -> Generator:
+    """A model by preset name (``tiny``, ``base``: seeded, untrained weights), ``default`` (the
+    model shipped with the package) or a model folder (``config.json`` + safetensors)."""
+    dev = resolve_device(device)
+    name = str(name_or_path)
+    if name == "default":
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            raise LivefoleyError(
+                "the default model is not installed in this build; pass a model folder "
+                f"or a preset ({', '.join(sorted(MODEL_PRESETS))}: untrained, for testing)"
+            )
+        folder: Path | None = DEFAULT_MODEL_DIR
+    elif name in MODEL_PRESETS:
+        folder = None
+    else:
+        folder = Path(name)
+        if not folder.is_dir():
+            raise LivefoleyError(
+                f"model {name!r} is neither a preset ({', '.join(sorted(MODEL_PRESETS))}, default) "
+                "nor a model folder"
+            )
+    if folder is None:
+        log.warning("model preset %r has seeded, untrained weights: output is not meaningful audio", name)
+        config = model_preset(name)
+        model = build_model(config)
+        vae = load_vae(config.vae)
+    else:
+        cfg_path = folder / "config.json"
+        if not cfg_path.exists():
+            raise CheckpointError(f"{folder} has no config.json; a model folder holds config.json + "
+                                  "model.safetensors + vae.safetensors")
+        try:
+            config = GeneratorConfig.from_dict(json.loads(cfg_path.read_text()))
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{cfg_path} is not valid JSON ({err})") from err
+        model = build_model(config)
+        for f in ("model.safetensors", "vae.safetensors"):
+            if not (folder / f).exists():
+                raise CheckpointError(f"{folder} is missing {f}")
+        _load_state(model, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
+        vae = load_vae(config.vae, folder / "vae.safetensors")
+    return Generator(model=model.to(dev), vae=vae.to(dev), device=dev)

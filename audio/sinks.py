@@ -17,7 +17,12 @@ counts underruns and PortAudio status flags, and allocates no arrays (it slices 
 buffers and copies into ``outdata``).  The lock it shares with the writer is held only for index
 arithmetic and one copy of at most one block (microseconds), never while waiting.  Volume is applied
 by the writer when a chunk enters the ring, so the callback never multiplies.  The stream starts
-only once ``prefill_frames`` frames of audio are buffered ("primed").
+only once ``prefill_frames`` frames of audio are buffered ("primed"); the burst of callbacks with
+which PortAudio fills the device's own buffer at start is served with silence placed before the
+audio, so the prefill stays in the ring as the cushion against a late writer.  What a sample
+written now waits before it is heard is :attr:`DeviceSink.delay_s` (ring + device latency; with
+the defaults about 67 + 67 ms under PulseAudio).  An underrun inserts silence and (the writer
+being paced to the device) leaves the queue a block longer; ``clear()`` cuts it back.
 
 **Full-ring policy.**  ``write`` waits for room for at most ``block_timeout_s`` (default: one frame,
 33.3 ms, so a late device can never stall the generator by more than a frame); if the ring is still
@@ -213,6 +218,19 @@ class _Ring:
             self.read = r + n
         return n
 
+    def prepend_silence(self, n: int) -> int:
+        """Put up to ``n`` samples of silence *before* the buffered audio (only while no consumer
+        runs); returns how many fitted."""
+        n = max(0, min(n, self.free))
+        with self.lock:
+            r = self.read - n
+            start = r % self.capacity
+            first = min(n, self.capacity - start)
+            self.data[start:start + first] = 0.0
+            self.data[: n - first] = 0.0
+            self.read = r
+        return n
+
     def clear(self) -> None:
         with self.lock:
             self.read = self.written
@@ -222,11 +240,14 @@ class _Ring:
 class DeviceSinkConfig:
     """Settings of a :class:`DeviceSink` (validated; volume is only the *initial* volume).
 
-    ``device``: None (the default output), an index, or a case-insensitive name substring.
-    ``blocksize``: samples per callback.  ``prefill_frames`` / ``capacity_frames``: ring priming
-    level and size in frames of ``CONTRACT.hop`` samples.  ``latency``: PortAudio's suggested
-    latency ("low", "high" or seconds).  ``block_timeout_s``: the longest ``write`` waits for room
-    before dropping the oldest audio (None: one frame)."""
+    - ``device``: None (the default output), an index, or a case-insensitive name substring.
+    - ``blocksize``: samples per callback (0: the host API chooses).  The reported device latency
+      follows it (PulseAudio: two blocks, 66.7 ms at 1600, 20 ms at 480).
+    - ``prefill_frames`` / ``capacity_frames``: ring priming level and size, in frames of
+      ``CONTRACT.hop`` samples.
+    - ``latency``: PortAudio's suggested latency ("low", "high" or seconds).
+    - ``block_timeout_s``: the longest ``write`` waits for room before dropping the oldest audio
+      (None: one frame)."""
 
     device: int | str | None = None
     volume: float = 1.0
@@ -372,6 +393,7 @@ class DeviceSink(Sink):
         self._latency_s = 0.0
         # counters written by the audio callback (plain ints: no allocation beyond CPython's own)
         self._callbacks = 0
+        self._samples_out = 0
         self._underruns = 0
         self._underrun_samples = 0
         self._flag_counts = dict.fromkeys(STATUS_FLAGS, 0)
@@ -400,8 +422,16 @@ class DeviceSink(Sink):
     def started(self) -> bool:
         return self._started
 
+    @property
+    def delay_s(self) -> float:
+        """Seconds until a sample written now is heard: the audio buffered ahead of it (ring) plus
+        the device's reported output latency.  Add it to the write time for glass-to-ear."""
+        return self._ring.available / CONTRACT.sample_rate + self._latency_s
+
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} was closed; sinks are single-use, build a new one")
         if self._stream is not None:
             return
         sd = _sounddevice()
@@ -428,7 +458,20 @@ class DeviceSink(Sink):
                  self.config.blocksize, self.config.prefill_frames)
 
     def _start(self) -> None:
+        """Start playing a primed ring.
+
+        On start PortAudio calls the callback back to back until the device's own buffer is full
+        (measured with PulseAudio: 3 blocks of 1600 = the reported latency + one block).  Were that
+        burst served from the ring it would eat the prefill (and, with prefill 2, underrun inside
+        the audio), leaving no cushion against a late writer.  So the burst is served with silence
+        put in front of the audio: playback starts with ``prefill_frames`` still buffered."""
         sd = _sounddevice()
+        burst = round(self._latency_s * CONTRACT.sample_rate) + self.config.blocksize
+        fitted = self._ring.prepend_silence(burst)
+        if fitted < burst:
+            log.warning("%s: the ring (capacity_frames=%d) cannot hold the device's start-up burst; "
+                        "the prefill cushion is %d samples smaller", self.name, self.config.capacity_frames,
+                        burst - fitted)
         try:
             self._stream.start()
         except sd.PortAudioError as err:
@@ -495,6 +538,7 @@ class DeviceSink(Sink):
                 self._underruns += 1
                 self._underrun_samples += frames - n
         self._callbacks += 1
+        self._samples_out += frames
 
     def _note_status(self, status: Any) -> None:
         for flag in STATUS_FLAGS:
@@ -515,31 +559,42 @@ class DeviceSink(Sink):
         if self._closed:
             return
         self._closed = True
-        stream, self._stream = self._stream, None
+        stream = self._stream
         if stream is None:
             return
         sd = _sounddevice()
         try:
-            if drain and self._error is None and self._ring.available:
-                if not self._started:
-                    self._start()
-                self._draining = True
-                deadline = time.monotonic() + self._ring.available / CONTRACT.sample_rate + 2.0
-                while self._ring.available and self._error is None and time.monotonic() < deadline:
-                    time.sleep(CONTRACT.frame_ms / 1000.0 / 4)
+            if drain and self._error is None:
+                if not self._started and self._ring.available:
+                    self._start()  # fewer than prefill_frames were ever written: play them anyway
+                if self._started:
+                    self._draining = True
+                    deadline = time.monotonic() + self._ring.available / CONTRACT.sample_rate + 2.0
+                    while self._ring.available and self._error is None and time.monotonic() < deadline:
+                        time.sleep(CONTRACT.frame_ms / 1000.0 / 4)
+                    # Stopping does not wait for what the device still has queued with every host API
+                    # (ALSA's pulse plugin drops it, measured).  The device has played its queue once
+                    # it has asked for a queue's worth (latency) plus a block more of silence; waiting
+                    # on that count rather than on the wall clock stays right when the CPU is busy.
+                    queued = round(self._latency_s * CONTRACT.sample_rate) + max(self.config.blocksize, 1)
+                    target = self._samples_out + queued
+                    deadline = time.monotonic() + self._latency_s + 2.0
+                    while self._samples_out < target and self._error is None and time.monotonic() < deadline:
+                        time.sleep(CONTRACT.frame_ms / 1000.0 / 4)
             self._stopping = True
             if self._started and self._error is None:
                 if drain:
-                    stream.stop()  # PortAudio waits for the device's pending buffers to play
+                    stream.stop()
                 else:
                     stream.abort()
             stream.close()
-        except sd.PortAudioError as err:  # a dying device may also fail to stop; nothing is lost
+        except (sd.PortAudioError, SinkError) as err:  # a dying device may fail to stop; nothing is lost
             log.warning("closing %s: %s", self.name, err)
             with contextlib.suppress(sd.PortAudioError):
                 stream.close(ignore_errors=True)
         finally:
             self._stopping = True
+            self._stream = None
 
     def stats(self) -> dict:
         ring = self._ring
@@ -548,6 +603,7 @@ class DeviceSink(Sink):
             "name": self.name,
             "device": self.device["name"] if self.device else None,
             "latency_s": self._latency_s,
+            "delay_s": self.delay_s,
             "volume": self._volume,
             "started": self._started,
             "callbacks": self._callbacks,
@@ -625,6 +681,14 @@ class FileSink(Sink):
             os.replace(self.tmp_path, self.path)
             log.info("recorded %.2f s to %s", self._samples / CONTRACT.sample_rate, self.path)
 
+    def discard(self) -> None:
+        """Close without keeping anything (a start-up that failed elsewhere must not replace an
+        existing file with an empty one)."""
+        if self._file is not None and not self._closed:
+            self._file.close()
+            self.tmp_path.unlink(missing_ok=True)
+        self._closed = True
+
     def stats(self) -> dict:
         return {
             "kind": "file",
@@ -699,7 +763,7 @@ class MultiSink(Sink):
         except BaseException:
             for s in reversed(opened):
                 try:
-                    s.close()
+                    getattr(s, "discard", s.close)()
                 except Exception as err:  # keep the original error; this one is secondary
                     log.warning("closing %s after a failed open: %s", s.name, err)
             raise

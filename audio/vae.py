@@ -186,7 +186,7 @@ class VAEConfig:
         def need(mapping: Any, key: str, where: str) -> Any:
             if not isinstance(mapping, Mapping) or key not in mapping:
                 raise VAEConfigError(
-                    f"{source}: missing {where}{key!r}; expected a stable-audio-tools autoencoder "
+                    f"{source}: missing '{where}{key}'; expected a stable-audio-tools autoencoder "
                     "config like Sony's sr_ds_1600_dim_64_causal.json"
                 )
             return mapping[key]
@@ -238,16 +238,20 @@ class VAEConfig:
         causal = bool(enc.get("causal", False))
         if bool(dec.get("causal", False)) != causal:
             raise VAEConfigError(f"{source}: encoder and decoder disagree on 'causal'")
-        cfg = cls(
-            channels=int(enc["channels"]),
-            c_mults=tuple(enc["c_mults"]),
-            strides=tuple(enc["strides"]),
-            latent_dim=latent_dim,
-            audio_channels=audio_channels,
-            sample_rate=int(need(d, "sample_rate", "")),
-            causal=causal,
-            final_tanh=bool(dec.get("final_tanh", False)),
-        )
+        sample_rate = int(need(d, "sample_rate", ""))
+        try:
+            cfg = cls(
+                channels=int(enc["channels"]),
+                c_mults=tuple(enc["c_mults"]),
+                strides=tuple(enc["strides"]),
+                latent_dim=latent_dim,
+                audio_channels=audio_channels,
+                sample_rate=sample_rate,
+                causal=causal,
+                final_tanh=bool(dec.get("final_tanh", False)),
+            )
+        except VAEConfigError as err:
+            raise VAEConfigError(f"{source}: {err}") from None
         ratio = model.get("downsampling_ratio")
         if ratio is not None and int(ratio) != cfg.hop:
             raise VAEConfigError(f"{source}: downsampling_ratio {ratio} != product of strides {cfg.hop}")
@@ -369,6 +373,37 @@ class _OverlapTail:
     buf: Tensor
 
 
+def _small_cpu_inference(x: Tensor) -> bool:
+    """Whether ``x`` is a streaming-sized CPU input without autograd (see :func:`_dilated_conv1d_matmul`)."""
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and (x.numel() <= 1 << 15 or x.shape[-1] <= 256)
+    )
+
+
+def _dilated_conv1d_matmul(
+    x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int, dilation: int
+) -> Tensor:
+    """``F.conv1d(x, weight, bias, stride, dilation)`` (no padding) as im2col + one matmul.
+
+    Why: on CPU, PyTorch runs dilated convs through a slow generic kernel (``slow_conv_dilated2d``)
+    that costs 2-4× more than this for the short inputs of streaming (one latent per call);
+    for long inputs the library kernel is faster, so callers use this only for small inputs.
+    ``x (B, C_in, L)``, ``weight (C_out, C_in, K)`` → ``(B, C_out, L_out)``.
+    """
+    c_out, c_in, k = weight.shape
+    cols = x.unfold(-1, (k - 1) * dilation + 1, stride)[..., ::dilation]  # (B, C_in, L_out, K) view
+    b, _, l_out, _ = cols.shape
+    cols = cols.transpose(2, 3).reshape(b, c_in * k, l_out)  # (B, C_in·K, L_out), matches weight's (C_in, K)
+    w2 = weight.reshape(c_out, c_in * k)
+    if bias is None:
+        return torch.matmul(w2, cols)
+    if b == 1:
+        return torch.addmm(bias[:, None], w2, cols[0]).unsqueeze(0)
+    return torch.matmul(w2, cols) + bias[:, None]
+
+
 class CausalConv1d(_WeightNormed):
     """Weight-normed Conv1d, zero-padded on the left only (no look-ahead).
 
@@ -413,6 +448,10 @@ class CausalConv1d(_WeightNormed):
         if self.context:
             # Offline is the same computation from a zero state that is thrown away afterwards.
             x = F.pad(x, (self.context, 0)) if self._state is None else self._state.push(x)
+        if self.dilation > 1 and _small_cpu_inference(x):
+            return _dilated_conv1d_matmul(
+                x, self.weight(), self.bias, stride=self.stride, dilation=self.dilation
+            )
         return F.conv1d(x, self.weight(), self.bias, stride=self.stride, dilation=self.dilation)
 
     def extra_repr(self) -> str:

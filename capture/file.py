@@ -19,9 +19,12 @@
   frame, otherwise the last frame + one nominal frame interval.  :func:`probe_video` uses the
   same rule, so ``output_frame_count(probe_video(p).duration)`` is exactly the number of frames
   :func:`iter_frames_30fps` yields.
-* **Bad files.**  Missing, unreadable, no video stream, zero frames, or truncated/corrupt (decode
-  errors, or decoding ends more than ~2 frames before the declared duration) raise
-  :class:`~capture.base.CaptureError` naming the file.
+* **Bad files.**  Missing, unreadable, no video stream, zero frames, or truncated/corrupt raise
+  :class:`~capture.base.CaptureError` naming the file.  Truncation is caught three ways: a sample
+  index (mp4/mov) that points past the end of the file (checked at open, exact), a partial packet
+  or a decoder error while reading, and — for containers without a sample index — decoding that
+  ends more than 2 frames before the stream's declared duration.  (An mp4 whose index was never
+  written — cut while recording — has no readable video stream at all.)
 
 :func:`iter_frames_30fps` is the offline helper (``livefoley generate`` / ``prepare``): a whole
 video (or a window of it) decoded and resampled to exactly ``CONTRACT.fps``.
@@ -117,10 +120,14 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
 
 def _stream_timing(container: av.container.InputContainer,
                    stream: av.VideoStream) -> tuple[float, float | None, float]:
-    """``(start_time, declared_duration, nominal_fps)`` of a video stream, in seconds / Hz."""
+    """``(start_time, declared_duration, nominal_fps)`` of a video stream, in seconds / Hz.
+
+    The declared duration is the stream's own; the container's is used only when the video is the
+    file's only stream (otherwise it may be the audio's length).
+    """
     start = _seconds(stream.start_time, stream.time_base) or 0.0
     declared = _seconds(stream.duration, stream.time_base)
-    if declared is None and container.duration is not None:
+    if declared is None and container.duration is not None and len(container.streams) == 1:
         declared = container.duration / 1_000_000 - start
     if declared is not None and declared <= 0:
         declared = None
@@ -134,6 +141,50 @@ def _end_of_stream(last_pts: float, declared: float | None, fps: float) -> float
     if declared is not None and declared > last_pts + 1e-6:
         return declared
     return last_pts + 1.0 / fps
+
+
+def _check_complete(stream: av.VideoStream, path: str) -> bool:
+    """Raise if the stream's sample index points past the end of the file (cut short).
+
+    Returns whether the container indexes every sample (mp4/mov do; then this check is exact;
+    Matroska's cues list only some key frames).
+    """
+    entries = stream.index_entries
+    if entries is None or len(entries) == 0:
+        return False
+    per_sample = len(entries) >= (stream.frames or 0) > 0
+    needed = max((e.pos + e.size for e in entries if e.pos >= 0), default=0)
+    have = os.path.getsize(path)
+    if needed > have:
+        raise CaptureError(
+            f"{path!r} is truncated: its index needs {needed} bytes but the file has {have} "
+            f"({100 * have / needed:.0f}%); the download or recording did not finish — {_HINT}"
+        )
+    return per_sample
+
+
+def _decode_checked(container: av.container.InputContainer, stream: av.VideoStream,
+                    path: str) -> Iterator[av.VideoFrame]:
+    """Decode ``stream`` packet by packet; a partial (corrupt) packet or a decoder error raises."""
+    import av
+
+    t = 0.0
+    try:
+        for packet in container.demux(stream):
+            if packet.is_corrupt:
+                raise CaptureError(
+                    f"{path!r}: damaged data at {t:.3f} s (a partial or corrupt packet); the file is "
+                    f"truncated or corrupt — {_HINT}"
+                )
+            for frame in packet.decode():
+                if frame.time is not None:
+                    t = frame.time
+                yield frame
+    except av.FFmpegError as err:
+        raise CaptureError(
+            f"{path!r}: decoding failed near {t:.3f} s ({err}); the file is truncated or corrupt "
+            f"— {_HINT}"
+        ) from err
 
 
 def _display_rotation(frame: av.VideoFrame) -> int:
@@ -181,6 +232,7 @@ class FileSource(FrameSource):
         self._timeline: Iterator[tuple[float, Any]] | None = None
         self._first: tuple[float, Any] | None = None
         self._index = 0
+        self._indexed = False
         self._wall_origin: float | None = None
         self.end_pts: float | None = None
         """When the last returned frame stops being shown (``pts`` clock); set at the end."""
@@ -192,6 +244,7 @@ class FileSource(FrameSource):
         try:
             stream = _video_stream(container, self.path)
             stream.thread_type = "AUTO"  # frame + slice threads: decode throughput, not latency, matters
+            self._indexed = _check_complete(stream, self.path)
             self._stream_start, self._declared, self.fps = _stream_timing(container, stream)
             if self._declared is not None and self.start >= self._declared:
                 raise CaptureError(
@@ -241,8 +294,6 @@ class FileSource(FrameSource):
         Frames before ``start`` are skipped except the one on screen at ``start`` (returned with
         pts 0).  Raises :class:`CaptureError` on decode errors and on truncation.
         """
-        import av
-
         tol = DEFAULT_TOLERANCE / CONTRACT.fps
         interval = 1.0 / self.fps
         stop_at = None if self.duration is None else self.duration
@@ -250,39 +301,37 @@ class FileSource(FrameSource):
         first = True
         last_media: float | None = None
         max_media = -math.inf
-        media = 0.0
-        try:
-            for frame in self._container.decode(self._stream):
-                if frame.time is not None:
-                    media = frame.time - self._stream_start
-                elif last_media is not None:  # no timestamp (raw elementary streams): assume CFR
-                    media = last_media + interval
-                if last_media is not None and media <= last_media:
-                    log.debug("%s: non-increasing pts %.4f after %.4f", self.path, media, last_media)
-                last_media = media
-                max_media = max(max_media, media)
-                rel = media - self.start
-                if rel <= tol:
-                    pending = frame
-                    continue
-                if pending is not None:
-                    yield 0.0, pending
-                    pending, first = None, False
-                if stop_at is not None and rel >= stop_at:
-                    self.end_pts = stop_at
-                    return
-                yield (0.0 if first else rel), frame
-                first = False
-        except av.FFmpegError as err:
-            raise CaptureError(
-                f"{self.path!r}: decoding failed at {max(media, 0.0):.3f} s ({err}); the file is "
-                f"truncated or corrupt — {_HINT}"
-            ) from err
+        for frame in _decode_checked(self._container, self._stream, self.path):
+            if frame.time is not None:
+                media = frame.time - self._stream_start
+            elif last_media is not None:  # no timestamp (raw elementary streams): assume CFR
+                media = last_media + interval
+            else:
+                media = 0.0
+            if last_media is not None and media <= last_media:
+                log.debug("%s: non-increasing pts %.4f after %.4f", self.path, media, last_media)
+            last_media = media
+            max_media = max(max_media, media)
+            rel = media - self.start
+            if rel <= tol:
+                pending = frame
+                continue
+            if pending is not None:
+                yield 0.0, pending
+                pending, first = None, False
+            if stop_at is not None and rel >= stop_at:
+                self.end_pts = stop_at
+                return
+            yield (0.0 if first else rel), frame
+            first = False
         if pending is not None:
             yield 0.0, pending
         if last_media is None:
             return
-        missing = None if self._declared is None else self._declared - (max_media + interval)
+        # Files with a sample index were checked against their size at open; for the others the
+        # declared duration is the only yardstick.
+        missing = None if self._indexed or self._declared is None else (
+            self._declared - (max_media + interval))
         if missing is not None and missing > _TRUNCATION_FRAMES * interval:
             raise CaptureError(
                 f"{self.path!r} ends at {max_media + interval:.3f} s although it declares "
@@ -334,6 +383,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     path = os.fspath(path)
     with _open_container(path) as container:
         stream = _video_stream(container, path)
+        _check_complete(stream, path)
         start, declared, fps = _stream_timing(container, stream)
         width, height = stream.codec_context.width, stream.codec_context.height
         rotation = 0
@@ -353,7 +403,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         if n_frames == 0:
             n_frames, last_pts = scan()
         else:
-            tail = declared if declared is not None else 0.0
+            hint = declared if declared is not None else (container.duration or 0) / 1_000_000 - start
+            tail = max(0.0, hint)
             # Seek a little before the declared end (back to its key frame) and read to EOF.
             container.seek(int((max(0.0, tail - 1.0) + start) / stream.time_base), stream=stream,
                            backward=True, any_frame=False)

@@ -15,6 +15,10 @@ from capture.base import CaptureError, FrameSource
 
 SCHEMES: dict[str, str] = {
     # filled in as each backend becomes real
+    "synthetic": "capture.synthetic.source:open_synthetic",
+    "screen": "capture.screen:from_spec",
+    "camera": "capture.camera:from_spec",
+    "file": "capture.file:from_spec",
 }
 
 

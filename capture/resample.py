@@ -97,6 +97,11 @@ class FrameResampler:
         return self.origin + k / self.fps
 
     @property
+    def held_pts(self) -> float | None:
+        """pts of the most recent source frame (the one the next slot would show), if any."""
+        return None if self._held is None else self._held.pts
+
+    @property
     def next_index(self) -> int:
         """Index of the next output frame that will be emitted."""
         return self._next

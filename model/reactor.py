@@ -80,6 +80,8 @@ class SoundReactor(nn.Module):
             return self.head.ect_loss(x0, cond, stage=ect_stage, generator=generator)
         raise ValueError(f"unknown stage {stage!r}")
 
+    forward = training_loss  # so DistributedDataParallel sees the training computation
+
     # --- streaming path (inference) ---------------------------------------------------------------
     def embed_vision(self, v_token: Tensor, *, guided: bool) -> Tensor:
         """v_token (B, d_token) → branches (B, G, d): [real] or [real, null] for latent CFG."""

@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="*", default=["tiny", "sr-causal"], help="VAE presets to measure")
     p.add_argument(
-        "--channels", nargs="*", type=int, default=[], help="also measure the tiny preset with these base widths"
+        "--channels",
+        nargs="*",
+        type=int,
+        default=[],
+        help="also measure the tiny preset with these base widths",
     )
     p.add_argument("--calls", type=int, default=200, help="timed calls per measurement (>= 100)")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls first")
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = [(name, get_preset(name)) for name in args.presets]
     targets += [(f"tiny@C={c}", dataclasses.replace(VAE_PRESETS["tiny"], channels=c)) for c in args.channels]
     results = [
-        measure(n, c, calls=args.calls, warmup=args.warmup, device=args.device, dtype=args.dtype) for n, c in targets
+        measure(n, c, calls=args.calls, warmup=args.warmup, device=args.device, dtype=args.dtype)
+        for n, c in targets
     ]
     meta = {"threads": args.threads, "device": args.device, "dtype": args.dtype, "torch": torch.__version__}
     if args.json:

@@ -80,7 +80,7 @@ def fill_polygon(img: np.ndarray, verts: np.ndarray, color, alpha: float = 1.0) 
     area2 = float(np.sum(verts[:, 0] * nxt[:, 1] - nxt[:, 0] * verts[:, 1]))
     sign = 1.0 if area2 >= 0 else -1.0
     mask = np.ones((ys.shape[0], xs.shape[1]), bool)
-    for (ax, ay), (bx, by) in zip(verts, nxt):
+    for (ax, ay), (bx, by) in zip(verts, nxt, strict=True):
         mask &= sign * ((bx - ax) * (ys - ay) - (by - ay) * (xs - ax)) >= 0
     _paint(img, sl, mask, color, alpha)
 
@@ -291,7 +291,7 @@ class Renderer:
                 img[yy[ok], xx[ok]] = col[ok].astype(np.uint8)
 
     def _effect(self, img, fx, age: int) -> None:
-        s, pal = self.scale, self.style.palette
+        s = self.scale
         cx, cy = self.px(fx.x, fx.y)
         if fx.kind == "muzzle":
             r = (0.035 + 0.02 * fx.strength) * s * (1.0 if age == 0 else 0.6)

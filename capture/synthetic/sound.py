@@ -31,8 +31,9 @@ EVENT_TYPES = ("laser", "gun", "explosion", "pickup", "impact")
 SCENES = ("space", "cave", "sky", "grid")
 """Scene types; each has its own background look and ambience."""
 
-_ATTACK = 12
-"""Onset ramp of every event sound, in samples (0.25 ms): sharp, but not a bare step."""
+_ATTACK = 4
+"""Onset ramp of every event sound, in samples (0.08 ms): sharp, but not a bare step.  Tonal
+parts start at cosine phase (at their peak), so every sound reaches its level within the ramp."""
 
 
 def pan_gains(x: float) -> tuple[float, float]:
@@ -41,14 +42,15 @@ def pan_gains(x: float) -> tuple[float, float]:
     return float(np.cos(theta)), float(np.sin(theta))
 
 
-def soft_limit(x: np.ndarray, knee: float = 0.8) -> np.ndarray:
-    """Identity below ``knee``; above it a tanh curve that approaches (never reaches) 1."""
+def soft_limit(x: np.ndarray, knee: float = 0.8, ceiling: float = 0.99) -> np.ndarray:
+    """Identity below ``knee``; above it a tanh curve (slope 1 at the knee) that approaches
+    ``ceiling`` without reaching it, so no sample ever hits full scale."""
     mag = np.abs(x)
     over = mag > knee
     if not over.any():
         return x
     out = x.copy()
-    head = 1.0 - knee
+    head = ceiling - knee
     out[over] = np.sign(x[over]) * (knee + head * np.tanh((mag[over] - knee) / head))
     return out
 
@@ -162,7 +164,7 @@ class EventSynth:
         f0 = tb.laser_f0 * rng.uniform(0.92, 1.08)
         f = f0 * tb.laser_drop ** (t / dur)  # exponential sweep down
         phase = 2 * np.pi * np.cumsum(f) / self.sr
-        tone = np.sin(phase) + 0.33 * np.sin(3 * phase) + 0.2 * np.sin(5 * phase)
+        tone = np.cos(phase) + 0.33 * np.cos(3 * phase) + 0.2 * np.cos(5 * phase)
         env = _decay(len(t), dur / 2.5, self.sr)
         return (0.22 + 0.12 * strength) * _norm(tone * env)
 
@@ -173,7 +175,7 @@ class EventSynth:
         t = self._t(dur)
         noise = rng.standard_normal(len(t)).astype(np.float32)
         noise = np.diff(noise, prepend=0.0)  # tilt towards the highs: crack, not rumble
-        body = np.sin(2 * np.pi * tb.gun_tone * rng.uniform(0.9, 1.1) * t)
+        body = np.cos(2 * np.pi * tb.gun_tone * rng.uniform(0.9, 1.1) * t)
         x = noise * _decay(len(t), 0.016, self.sr) + 1.5 * body * _decay(len(t), 0.012, self.sr)
         return (0.32 + 0.14 * strength) * _norm(x)
 
@@ -188,31 +190,32 @@ class EventSynth:
         rumble = lfilter(b, a, rng.standard_normal(n)).astype(np.float32)
         rumble = _norm(rumble) * _decay(n, dur / 4.5, self.sr)
         sub_f = rng.uniform(42, 70) * (1 + 1.5 * np.exp(-t / 0.05))
-        sub = np.sin(2 * np.pi * np.cumsum(sub_f) / self.sr) * _decay(n, dur / 5, self.sr)
+        sub = np.cos(2 * np.pi * np.cumsum(sub_f) / self.sr) * _decay(n, dur / 5, self.sr)
         crack = rng.standard_normal(n).astype(np.float32) * _decay(n, 0.008, self.sr)
         x = rumble + 0.7 * sub + 0.35 * crack
         return (0.38 + 0.32 * strength) * _norm(x)
 
     def _pickup(self, size: float, strength: float) -> np.ndarray:
-        """Bright rising arpeggio with a shimmer of high partials."""
+        """Bright rising arpeggio (short, barely overlapping notes) with a shimmer of high partials
+        that joins from the second note; the first note starts at full level."""
         rng, tb = self._rng, self.timbre
-        note = 0.055
         steps = tb.pickup_steps
-        n_note = int(note * self.sr)
-        total = n_note * len(steps) + int(0.12 * self.sr)
+        n_note = int(0.055 * self.sr)
+        tail = int(0.12 * self.sr)
+        total = n_note * len(steps) + tail
         x = np.zeros(total, np.float32)
-        tn = np.arange(n_note + int(0.12 * self.sr), dtype=np.float32) / self.sr
+        tn = np.arange(n_note + tail, dtype=np.float32) / self.sr
         for i, st in enumerate(steps):
             f = tb.pickup_f0 * 2 ** (st / 12)
-            tone = np.sin(2 * np.pi * f * tn) + 0.3 * np.sin(2 * np.pi * 3 * f * tn)
-            seg = tone * _decay(len(tn), 0.05, self.sr)
+            tone = np.cos(2 * np.pi * f * tn) + 0.3 * np.cos(2 * np.pi * 3 * f * tn)
+            seg = tone * _decay(len(tn), 0.025 if i < len(steps) - 1 else 0.06, self.sr)
             x[i * n_note : i * n_note + len(seg)] += seg[: total - i * n_note]
-        t = np.arange(total, dtype=np.float32) / self.sr
-        shimmer = np.zeros(total, np.float32)
+        t = np.arange(total - n_note, dtype=np.float32) / self.sr
+        shimmer = np.zeros(len(t), np.float32)
         for _ in range(4):
             f = rng.uniform(3500, 7000)
             shimmer += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
-        x += 0.15 * shimmer * _decay(total, 0.12, self.sr)
+        x[n_note:] += 0.12 * shimmer * _decay(len(t), 0.12, self.sr)
         return (0.2 + 0.1 * strength) * _norm(x)
 
     def _impact(self, size: float, strength: float) -> np.ndarray:
@@ -222,7 +225,7 @@ class EventSynth:
         t = self._t(dur)
         f = tb.impact_f0 * float(np.clip(0.05 / max(size, 1e-3), 0.5, 2.0)) * rng.uniform(0.93, 1.07)
         fi = f * (1 + 1.2 * np.exp(-t / 0.012))
-        thump = np.sin(2 * np.pi * np.cumsum(fi) / self.sr) * _decay(len(t), 0.03 + 0.05 * strength, self.sr)
+        thump = np.cos(2 * np.pi * np.cumsum(fi) / self.sr) * _decay(len(t), 0.03 + 0.05 * strength, self.sr)
         click = rng.standard_normal(len(t)).astype(np.float32) * _decay(len(t), 0.003, self.sr)
         return (0.12 + 0.5 * strength) * _norm(thump + 0.4 * click)
 
@@ -239,7 +242,7 @@ class Engine:
         self._phase = 0.0
         self._speed = 0.0
         self._x = 0.5
-        self._ramp = (np.arange(1, hop + 1, dtype=np.float32) / hop)
+        self._ramp = np.arange(1, hop + 1, dtype=np.float32) / hop
         self._b, self._a = butter(2, [300 / (sample_rate / 2), 2500 / (sample_rate / 2)], btype="band")
         self._zi = lfilter_zi(self._b, self._a) * 0.0
 
@@ -307,7 +310,7 @@ class Ambience:
         else:  # grid
             f = self._hum_f
             hum = sum(a * np.sin(2 * np.pi * k * f * t) for k, a in ((1, 1.0), (3, 0.4), (5, 0.2)))
-            out = 0.005 * hum[None] + 0.02 * noise
+            out = 0.005 * hum[None] + 0.006 * noise
         return (self.level * out).astype(np.float32)
 
     def _drips(self) -> np.ndarray:

@@ -64,7 +64,8 @@ class Style:
         scene = SCENES[int(rng.integers(len(SCENES)))]
         hue = float(rng.random())
         if scene == "space":
-            top, bottom = _hsv(hue, 0.6, rng.uniform(0.04, 0.1)), _hsv(hue + 0.08, 0.7, rng.uniform(0.12, 0.22))
+            top = _hsv(hue, 0.6, rng.uniform(0.04, 0.1))
+            bottom = _hsv(hue + 0.08, 0.7, rng.uniform(0.12, 0.22))
             detail = _hsv(hue + 0.5, 0.15, 0.95)
         elif scene == "cave":
             hue = float(rng.uniform(0.02, 0.14)) if rng.random() < 0.7 else hue
@@ -105,7 +106,7 @@ class Style:
             max_objects=int(rng.integers(3, 9)),
             fire_rate=float(rng.uniform(0.8, 2.5)),
             laser_share=float(rng.choice([0.0, 0.3, 0.5, 0.7, 1.0])),
-            pickup_rate=float(rng.uniform(0.15, 0.6)),
+            pickup_rate=float(rng.uniform(0.3, 0.9)),
             dash_rate=float(rng.uniform(0.08, 0.3)),
             active_s=(float(rng.uniform(3.0, 5.0)), float(rng.uniform(6.0, 10.0))),
             calm_s=(1.8, float(rng.uniform(2.5, 4.0))),

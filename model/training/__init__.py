@@ -1,0 +1,1 @@
+"""Training: feature caching (`livefoley prepare`) and the two stages (`livefoley train stage1|ect`)."""

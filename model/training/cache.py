@@ -1,0 +1,271 @@
+"""Feature caching (`livefoley prepare`): a folder of videos → sharded DINOv2 grids + VAE latents.
+
+Layout of a cache folder::
+
+    cache.json            vision + VAE config, vision fingerprint, window length, per-file index
+    vae.safetensors       the VAE whose latents are cached (a trained model needs it)
+    shards/<key>.safetensors
+        grids    (T, gh, gw, 384) float16   pooled DINOv2 patch grid per 30-fps frame
+        latents  (T, 64)          float32   VAE posterior means, one per frame
+
+Pooled grids are exactly what the vision path needs to train without re-running the backbone:
+the projection and the 2×2 average pool are both linear, so pooling first is identical (see
+``model.vision``).  Shards are written under a temporary name and renamed when complete; the index
+is updated after each rename, so an interrupted run never trusts a half-written shard and a rerun
+skips the files already done.  Files are split into train / validation *by file* with a stable
+hash of their relative path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from audio.contract import CONTRACT
+from audio.errors import LivefoleyError
+from audio.vae import CausalVAE
+from model.vision import FrameTokenizer
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+CACHE_FORMAT = "livefoley-feature-cache"
+
+
+@dataclass
+class PrepareSummary:
+    prepared_files: int = 0
+    prepared_seconds: float = 0.0
+    reused_files: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # relative path → reason
+    bytes_written: int = 0
+    wall_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "prepared_files": self.prepared_files,
+            "prepared_hours": self.prepared_seconds / 3600,
+            "reused_files": self.reused_files,
+            "skipped": self.skipped,
+            "bytes_written": self.bytes_written,
+            "wall_seconds": self.wall_seconds,
+            "realtime_factor": self.prepared_seconds / self.wall_seconds if self.wall_seconds else None,
+            "bytes_per_hour": self.bytes_written / (self.prepared_seconds / 3600) if self.prepared_seconds else None,
+        }
+
+
+def split_of(relpath: str, val_fraction: float) -> str:
+    """Stable train/val assignment by file."""
+    h = int(hashlib.sha256(relpath.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_fraction else "train"
+
+
+def _file_key(path: Path, relpath: str) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{relpath}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+
+
+def find_videos(data: Path) -> list[Path]:
+    if not data.is_dir():
+        raise LivefoleyError(f"--data {data} is not a folder of videos")
+    return sorted(p for p in data.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+class FeatureCache:
+    """Read/write access to a cache folder's index and shards."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.index_path = self.root / "cache.json"
+        self.shards = self.root / "shards"
+        if self.index_path.exists():
+            self.index = json.loads(self.index_path.read_text())
+            if self.index.get("format") != CACHE_FORMAT:
+                raise LivefoleyError(f"{self.root} is not a livefoley feature cache")
+        else:
+            self.index = {}
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.index)
+
+    def require(self) -> FeatureCache:
+        if not self.exists:
+            raise LivefoleyError(f"{self.root} has no cache.json: run `livefoley prepare --data DIR --out {self.root}`")
+        return self
+
+    def save_index(self) -> None:
+        tmp = self.index_path.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(self.index, indent=1))
+        os.replace(tmp, self.index_path)
+
+    def entries(self, split: str | None = None) -> list[dict]:
+        files = self.index.get("files", {}).values()
+        return [e for e in files if split is None or e["split"] == split]
+
+    def shard_path(self, entry: dict) -> Path:
+        return self.shards / entry["shard"]
+
+    def read_window(self, entry: dict, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(grids (L, gh, gw, C) float32, latents (L, 64), prev_grid (gh, gw, C): frame start-1 or zeros)."""
+        with safe_open(str(self.shard_path(entry)), framework="pt") as f:
+            g = f.get_slice("grids")
+            lo = max(start - 1, 0)
+            grids = g[lo : start + length].float()
+            latents = f.get_slice("latents")[start : start + length].float()
+        if start > 0:
+            prev, grids = grids[0], grids[1:]
+        else:
+            prev = torch.zeros_like(grids[0])
+        return grids, latents, prev
+
+
+def prepare(
+    data: str | Path, out: str | Path, *, tokenizer: FrameTokenizer, vae: CausalVAE, val_fraction: float = 0.1,
+    batch_size: int = 32, device: torch.device | str = "cpu", progress: Callable | None = None,
+) -> PrepareSummary:
+    """Cache every video under ``data`` into ``out`` (resumable).  Returns a summary."""
+    from audio.io import read_audio
+    from capture.file import iter_frames_30fps, probe_video
+
+    data, out = Path(data), Path(out)
+    videos = find_videos(data)
+    cache = FeatureCache(out)
+    vision_cfg, vae_cfg = tokenizer.config.to_dict(), vae.config.to_dict()
+    if cache.exists:
+        if cache.index["vision"] != vision_cfg or cache.index["vae"] != vae_cfg:
+            raise LivefoleyError(
+                f"{out} was prepared with a different vision or VAE config; use a new --out folder"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        cache.index = {"format": CACHE_FORMAT, "version": 1, "vision": vision_cfg, "vae": vae_cfg,
+                       "fps": CONTRACT.fps, "hop": CONTRACT.hop, "files": {}, "skipped": {}}
+        vae_tmp = out / ".vae.safetensors.partial"
+        save_file({k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, str(vae_tmp))
+        os.replace(vae_tmp, out / "vae.safetensors")
+        cache.save_index()
+    cache.shards.mkdir(exist_ok=True)
+    for stale in cache.shards.glob("*.partial"):  # left by an interrupted run: never trusted
+        stale.unlink()
+
+    summary = PrepareSummary()
+    t0 = time.monotonic()
+    todo: list[tuple[Path, str, str]] = []
+    for path in videos:
+        rel = path.relative_to(data).as_posix()
+        key = _file_key(path, rel)
+        done = cache.index["files"].get(rel)
+        if done and done["key"] == key and cache.shard_path(done).exists():
+            summary.reused_files += 1
+            continue
+        todo.append((path, rel, key))
+
+    for path, rel, key in todo:
+        try:
+            info = probe_video(path)
+            if not info.has_audio:
+                raise LivefoleyError("no audio track (nothing to learn from)")
+            grids_list = []
+            for block in _batched(iter_frames_30fps(path), batch_size):
+                with torch.inference_mode():
+                    grids_list.append(tokenizer.grids(np.stack([f.image for f in block])).to(torch.float16).cpu())
+                if progress:
+                    progress(len(block) / CONTRACT.fps)
+            if not grids_list:
+                raise LivefoleyError("no decodable video frames")
+            grids = torch.cat(grids_list)
+            n = grids.shape[0]
+            wav = read_audio(path)  # (2, N) float32 at 48 kHz
+            wav = _fit_length(wav, n * CONTRACT.hop)
+            latents = encode_long(vae, torch.from_numpy(wav), device=device)
+        except LivefoleyError as err:
+            summary.skipped[rel] = str(err)
+            cache.index["skipped"][rel] = str(err)
+            cache.save_index()
+            log.warning("skipping %s: %s", rel, err)
+            continue
+        shard = f"{key}.safetensors"
+        tmp = cache.shards / f"{shard}.partial"
+        save_file({"grids": grids.contiguous(), "latents": latents.contiguous()}, str(tmp),
+                  metadata={"source": rel, "fps": str(CONTRACT.fps)})
+        os.replace(tmp, cache.shards / shard)
+        cache.index["files"][rel] = {"shard": shard, "key": key, "frames": n, "seconds": n / CONTRACT.fps,
+                                     "split": split_of(rel, val_fraction)}
+        cache.index["skipped"].pop(rel, None)
+        cache.save_index()
+        summary.prepared_files += 1
+        summary.prepared_seconds += n / CONTRACT.fps
+        summary.bytes_written += (cache.shards / shard).stat().st_size
+    _ensure_val_split(cache)
+    summary.wall_seconds = time.monotonic() - t0
+    return summary
+
+
+def _ensure_val_split(cache: FeatureCache) -> None:
+    """With two or more files, make sure both splits are non-empty (smallest file → val)."""
+    files = cache.index["files"]
+    if len(files) >= 2 and not any(e["split"] == "val" for e in files.values()):
+        min(files.values(), key=lambda e: e["frames"])["split"] = "val"
+    if len(files) >= 2 and not any(e["split"] == "train" for e in files.values()):
+        max(files.values(), key=lambda e: e["frames"])["split"] = "train"
+    cache.save_index()
+
+
+def _batched(it, n):
+    block = []
+    for x in it:
+        block.append(x)
+        if len(block) == n:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad audio to exactly ``n`` samples (video duration decides)."""
+    if wav.shape[1] >= n:
+        return wav[:, :n]
+    return np.pad(wav, ((0, 0), (0, n - wav.shape[1])))
+
+
+@torch.inference_mode()
+def encode_long(vae: CausalVAE, wav: torch.Tensor, *, device, chunk_frames: int = 300) -> torch.Tensor:
+    """Encode (2, N) audio of any length in chunks with the streaming encoder → means (T, 64).
+
+    The streaming encoder carries its state across chunks, so this equals one offline pass."""
+    hop = vae.hop
+    out = []
+    with vae.streaming(batch_size=1):
+        for lo in range(0, wav.shape[1], chunk_frames * hop):
+            chunk = wav[None, :, lo : lo + chunk_frames * hop].to(device)
+            out.append(vae.encode(chunk)[0].T.float().cpu())
+    return torch.cat(out)
+
+
+def latent_stats(cache: FeatureCache, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean / std of the cached latents (stored with the model's weights)."""
+    total = torch.zeros(CONTRACT.latent_dim, dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    n = 0
+    for e in cache.entries(split) or cache.entries():
+        lat = load_file(str(cache.shard_path(e)))["latents"].double()
+        total += lat.sum(0)
+        sq += (lat**2).sum(0)
+        n += lat.shape[0]
+    if n == 0:
+        raise LivefoleyError(f"{cache.root} holds no prepared clips")
+    mean = total / n
+    std = (sq / n - mean**2).clamp(min=1e-8).sqrt()
+    return mean.float(), std.float()

@@ -307,7 +307,9 @@ def _inference_cache_ok(module: nn.Module, param: Tensor) -> bool:
 
 def _param_key(*params: Tensor) -> tuple:
     # data_ptr changes on .to()/.cuda(); _version on every in-place update (optimizer, load_state_dict).
-    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    # Parameters created under inference_mode have no version counter; they cannot be updated
+    # outside inference mode either, so their address alone identifies them.
+    return tuple((p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype, p.device) for p in params)
 
 
 class _WeightNormed(nn.Module):
@@ -908,7 +910,7 @@ def load_vae(
     ``weights``: ``.safetensors`` (Sony's ``weight_g``/``weight_v`` layout, which is also ours) or
     Sony's ``.ckpt`` (read with ``weights_only=True``; its ``"state_dict"``; bare keys or a raw
     Lightning checkpoint's ``autoencoder.`` / ``autoencoder_ema.ema_model.`` prefixes).
-    Without weights the model keeps its random initialisation (a warning says so).
+    Without weights the model keeps its random initialisation (logged).
     """
     cfg, folder = _resolve_config(config)
     model = CausalVAE(cfg)
@@ -919,7 +921,7 @@ def load_vae(
         load_vae_state_dict(model, _read_weights(weights), source=str(weights))
         log.info("loaded VAE weights from %s", weights)
     else:
-        log.warning("VAE built without weights (random initialisation); pass weights=… for real audio")
+        log.info("VAE built without weights (random initialisation); pass weights=… for real audio")
     return model.to(device).eval().requires_grad_(False)
 
 

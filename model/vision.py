@@ -270,15 +270,24 @@ def _hub_file(backbone: str) -> Path:
     """Path of the real weights in the HF cache, downloading them when the hub is reachable."""
     import huggingface_hub
     from huggingface_hub import constants as hf_constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     repo = hub_repo(backbone)
     # the environment is read now, not only when huggingface_hub was imported
     env = os.environ.get("HF_HUB_OFFLINE", "").upper()
     offline = hf_constants.HF_HUB_OFFLINE or env in ("1", "ON", "YES", "TRUE")
     try:
-        return Path(huggingface_hub.hf_hub_download(repo, "model.safetensors", local_files_only=offline))
+        try:  # the cache first: no network round trip (nor retries) when the file is already there
+            path = huggingface_hub.hf_hub_download(repo, "model.safetensors", local_files_only=True)
+        except LocalEntryNotFoundError:
+            if offline:
+                raise
+            log.info("downloading %s/model.safetensors from the Hugging Face hub", repo)
+            path = huggingface_hub.hf_hub_download(repo, "model.safetensors")
+        return Path(path)
     except OSError as err:  # LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError are OSErrors
-        reason = "offline mode (HF_HUB_OFFLINE)" if offline else type(err).__name__
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        reason = "offline mode (HF_HUB_OFFLINE)" if offline else f"{type(err).__name__}: {first_line}"
         raise VisionError(
             f"DINOv2 weights not found: weights='hub' needs model.safetensors of the Hugging Face "
             f"repository {repo} in the HF cache ({hf_constants.HF_HUB_CACHE}), and the hub could not "
@@ -391,10 +400,10 @@ class DinoBackbone(nn.Module):
     def _load(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
         from timm.models.vision_transformer import checkpoint_filter_fn
 
-        state = checkpoint_filter_fn(dict(state), model)  # layout conversion + pos-embed resampling
         try:
+            state = checkpoint_filter_fn(dict(state), model)  # layout conversion + pos-embed resampling
             model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
+        except (RuntimeError, KeyError, ValueError) as err:
             raise VisionError(f"vision weights {source} do not fit {type(model).__name__} "
                               f"({str(err).splitlines()[0]} …); pass the weights of "
                               "vit_small_patch14_reg4_dinov2.lvd142m") from err
@@ -441,6 +450,7 @@ class DinoBackbone(nn.Module):
         ph, pw = self.config.patch_grid
         with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16,
                                              enabled=self.config.dtype == "bf16"):
+            images = images.to(self.vit.pos_embed.dtype)  # in case the module was cast (.half(), …)
             tokens = self.vit.forward_features(images)  # (T, prefix + ph·pw, C), final norm applied
         grid = tokens[:, self.num_prefix_tokens:].float()  # drop CLS + registers: (T, ph·pw, C)
         grid = grid.transpose(1, 2).reshape(len(images), self.embed_dim, ph, pw)  # (T, C, ph, pw)

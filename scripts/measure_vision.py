@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -67,6 +68,8 @@ def frames_720p(n: int, seed: int = 0) -> np.ndarray:
 
 
 def median_ms(fn, repeats: int, warmup: int = 5) -> float:
+    """Median wall time of ``fn`` in ms; the 10th percentile goes to ``LOW`` (less hit by other work
+    on shared cores)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -74,7 +77,16 @@ def median_ms(fn, repeats: int, warmup: int = 5) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    times.sort()
+    LOW.append(1e3 * times[len(times) // 10])
     return 1e3 * statistics.median(times)
+
+
+LOW: list[float] = []  # p10 of the latest median_ms calls
+
+
+def with_low(ms: float) -> dict:
+    return {"median": round(ms, 3), "p10": round(LOW[-1], 3)}
 
 
 def time_stream(tok: FrameTokenizer, frames: np.ndarray, repeats: int) -> float:
@@ -91,10 +103,10 @@ def time_parts(tok: FrameTokenizer, frames: np.ndarray, repeats: int) -> dict:
     grid = bb(images)
     prev = grid.clone()
     return {
-        "preprocess_ms": median_ms(lambda: bb.preprocess([frames[0]], out=buf), repeats),
-        "dinov2_ms": median_ms(lambda: bb(images), repeats),
-        "aggregator_ms": median_ms(lambda: tok.tokens_from_grids(grid[None], prev), repeats),
-        "whole_step_ms": time_stream(tok, frames, repeats),
+        "preprocess_ms": with_low(median_ms(lambda: bb.preprocess([frames[0]], out=buf), repeats)),
+        "dinov2_ms": with_low(median_ms(lambda: bb(images), repeats)),
+        "aggregator_ms": with_low(median_ms(lambda: tok.tokens_from_grids(grid[None], prev), repeats)),
+        "whole_step_ms": with_low(time_stream(tok, frames, repeats)),
     }
 
 
@@ -124,7 +136,7 @@ def measure_candidate(size: tuple[int, int], frames: np.ndarray, repeats: int) -
     tok = FrameTokenizer(cfg, backbone=DinoBackbone(config=cfg))
     gh, gw = cfg.grid_size
     return {"input_size": list(size), "patch_tokens": cfg.patch_grid[0] * cfg.patch_grid[1],
-            "aggregator_tokens": gh * gw, "whole_step_bf16_ms": time_stream(tok, frames, repeats)}
+            "aggregator_tokens": gh * gw, "whole_step_bf16_ms": with_low(time_stream(tok, frames, repeats))}
 
 
 def main() -> int:
@@ -132,23 +144,28 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--frames", type=int, default=8, help="frames of the 1280×720 test clip")
+    ap.add_argument("--only-candidates", action="store_true", help="skip the fp32/bf16 comparison")
     ap.add_argument("--candidates", action="store_true",
                     help="also time the whole bf16 path at each candidate tiny input size")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     frames = frames_720p(args.frames)
-    out: dict = {"cpu": cpu_info(), "note": "2 CPU cores shared with other work; medians per frame, batch 1"}
+    out: dict = {"cpu": cpu_info(), "note": "cores shared with other work; ms per frame at batch 1",
+                 "loadavg_start": os.getloadavg()[0]}
     with torch.inference_mode():
         for name, size in (("tiny", VISION_PRESETS["tiny"].input_size), ("base", (224, 392))):
+            if args.only_candidates:
+                break
             out[name] = measure_size(size, frames, args.repeats)
             print(f"{name} {size}: {json.dumps(out[name])}", flush=True)
-        if args.candidates:
+        if args.candidates or args.only_candidates:
             out["candidates"] = []
             for size in CANDIDATES:
                 row = measure_candidate(size, frames, args.repeats)
                 out["candidates"].append(row)
                 print(f"candidate {json.dumps(row)}", flush=True)
+    out["loadavg_end"] = os.getloadavg()[0]
     if args.json:
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")
         tmp.write_text(json.dumps(out, indent=2))

@@ -428,3 +428,74 @@ def test_every_preset_builds_and_round_trips_shapes(name):
         with model.streaming(1):
             assert model.decode(z[..., :1]).shape == (1, 2, HOP)
             assert model.encode(torch.zeros(1, 2, HOP)).shape == (1, 64, 1)
+
+
+# ---- the `livefoley vae` command ---------------------------------------------------------------
+
+
+def _model_flags() -> list[str]:
+    return ["--config", str(TINY_CONFIG), "--weights", str(TINY_WEIGHTS)]
+
+
+def test_cli_reconstructs_the_sound_of_a_video_like_the_offline_model(tmp_path, vae, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from audio.io import read_audio
+    from plugin.cli import main as cli
+    from tests.test_audio_io import encode_media, sine
+
+    n = 44100
+    audio = np.stack([sine(440, n, 44100, 0.4), sine(550, n, 44100, 0.2)])
+    video = encode_media(tmp_path / "clip.mp4", audio=audio, video_frames=30)
+    out = tmp_path / "recon.flac"
+    # small chunks: the command streams, and the result must still equal one offline pass
+    assert (
+        cli(
+            [
+                "vae",
+                "reconstruct",
+                str(video),
+                "-o",
+                str(out),
+                *_model_flags(),
+                "--chunk-seconds",
+                "0.1",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    figures = json.loads(capsys.readouterr().out)
+    wav = read_audio(video)
+    x = pad_to_hop(torch.from_numpy(wav)[None], HOP)
+    with torch.no_grad():
+        expected = vae(x)[0, :, : wav.shape[1]].clamp(-1, 1).numpy()
+    written, rate = sf.read(out, always_2d=True, dtype="float32")
+    assert rate == CONTRACT.sample_rate and written.shape == (wav.shape[1], 2)
+    np.testing.assert_allclose(written.T, expected, atol=2e-5)
+    assert figures["latent_frames"] == x.shape[-1] // HOP and figures["output"] == str(out)
+
+
+def test_cli_reconstruct_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
+    from plugin.cli import main as cli
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(range(256)) * 20)
+    out = tmp_path / "out.wav"
+    assert cli(["vae", "reconstruct", str(broken), "-o", str(out), *_model_flags()]) == 2
+    assert "broken.mp4" in capsys.readouterr().err and not out.exists()
+    assert cli(["vae", "reconstruct", str(broken), "-o", str(tmp_path / "out.mp3"), *_model_flags()]) == 2
+    assert ".wav or .flac" in capsys.readouterr().err
+    assert cli(["vae", "reconstruct", str(broken), "-o", str(out), "--preset", "tiny"]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [broken]
+
+
+def test_cli_info_reports_the_size(capsys):
+    from plugin.cli import main as cli
+
+    assert cli(["vae", "info", "--config", str(TINY_CONFIG), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["hop"] == HOP and info["channels"] == 4 and info["latent_rate_hz"] == CONTRACT.fps
+    assert info["params_total"] == sum(v.numel() for v in load_file(str(TINY_WEIGHTS)).values())

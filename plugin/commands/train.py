@@ -1,0 +1,156 @@
+"""``livefoley train MODEL``: training runs, one sub-command per trainable model.
+
+Each trainer is a pair of functions in :data:`TRAINERS`: ``register(sub)`` adds the sub-command's
+parser to ``sub`` (the ``train`` sub-parsers), ``run(args) -> int`` runs it.  Adding a trainer
+(e.g. ``stage1``, ``ect``) is one more entry there; the ``train`` command dispatches by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+HELP = "train a model (vae now; the generator stages later)"
+
+
+# ---- train vae ---------------------------------------------------------------------------------
+
+_VAE_DESCRIPTION = """\
+Train the causal audio VAE on a folder of audio files and/or videos with sound (read recursively,
+resampled to 48 kHz stereo): multi-resolution STFT + multi-scale STFT discriminator (adversarial
+and feature matching) + KL, AdamW, EMA, gradient clipping.  RUN_DIR receives config.json (model +
+fully resolved training settings), model.safetensors (EMA weights; `livefoley vae reconstruct
+--config RUN_DIR` and `audio.vae.load_vae(RUN_DIR)` read them), train_state.pt (for --resume) and
+log.jsonl (losses).
+
+examples:
+  livefoley train vae --data sounds/ --preset tiny --out runs/vae_tiny --steps 20000
+  livefoley train vae --out runs/vae_tiny --resume --steps 40000      # continue to 40k steps"""
+
+# flag name → VAETrainConfig field, for the settings that have their own flag
+_VAE_FLAGS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "crop_seconds": "crop_seconds",
+    "save_every": "save_every",
+    "log_every": "log_every",
+    "seed": "seed",
+}
+
+
+def _register_vae(sub) -> None:
+    p = sub.add_parser(
+        "vae",
+        help="the causal audio VAE (tiny preset for CPU real time)",
+        description=_VAE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", metavar="DIR", help="folder of audio files / videos (default on --resume: the run's)"
+    )
+    p.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder (created)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", help="VAE preset (tiny, sr-causal); default tiny")
+    g.add_argument("--config", metavar="JSON", help="stable-audio-tools style VAE config instead of a preset")
+    p.add_argument(
+        "--train-config",
+        metavar="JSON",
+        help="JSON object with training settings (any VAETrainConfig field, e.g. fft_sizes, disc_filters)",
+    )
+    p.add_argument("--steps", type=int, help="total optimisation steps (default 100000)")
+    p.add_argument("--batch-size", type=int, help="crops per step (default 8)")
+    p.add_argument("--lr", type=float, help="generator learning rate (default 1.5e-4)")
+    p.add_argument("--crop-seconds", type=float, help="crop length, rounded to whole frames (default 1.0)")
+    p.add_argument("--save-every", type=int, help="checkpoint interval in steps (default 1000)")
+    p.add_argument("--log-every", type=int, help="log interval in steps (default 20)")
+    p.add_argument("--seed", type=int, help="seed for init, crops and noise (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+
+
+def _run_vae(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from audio.errors import LivefoleyError
+    from audio.vae import VAEConfig, get_preset
+    from audio.vae_train import VAETrainConfig, read_run_config, train_vae
+
+    overrides: dict = {}
+    if args.train_config:
+        try:
+            overrides = json.loads(Path(args.train_config).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise LivefoleyError(
+                f"--train-config {args.train_config}: not a readable JSON file ({err})"
+            ) from None
+        if not isinstance(overrides, dict):
+            raise LivefoleyError(f"--train-config {args.train_config}: expected a JSON object of settings")
+    overrides |= {
+        field: getattr(args, flag) for flag, field in _VAE_FLAGS.items() if getattr(args, flag) is not None
+    }
+
+    chosen = (
+        VAEConfig.from_json(args.config) if args.config else get_preset(args.preset) if args.preset else None
+    )
+    if args.resume:
+        saved_model, saved_train, run = read_run_config(args.out)
+        model_config = chosen or saved_model
+        base = saved_train.to_dict()
+        data = args.data or run.get("data")
+        if not data:
+            raise LivefoleyError(f"{args.out} does not record its data folder; pass --data")
+    else:
+        if not args.data:
+            raise LivefoleyError("--data DIR is required for a new run (a folder of audio files or videos)")
+        model_config = chosen or get_preset("tiny")
+        base, data = {}, args.data
+    train_config = VAETrainConfig.from_dict({**base, **overrides})
+    summary = train_vae(
+        data=data,
+        out=args.out,
+        model_config=model_config,
+        train_config=train_config,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    summary["train_config"] = dataclasses.asdict(train_config)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        last = " ".join(
+            f"{k}={v:.4g}" for k, v in summary["last"].items() if k in ("loss", "stft", "kl", "adv", "fm")
+        )
+        print(f"trained {summary['run_dir']} to step {summary['step']}: {last}")
+    return 0
+
+
+# ---- the `train` command -----------------------------------------------------------------------
+
+TRAINERS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
+    "vae": (_register_vae, _run_vae),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help=HELP,
+        description="Training runs.  Pick what to train; `livefoley train MODEL --help` shows its options.",
+    )
+    sub = p.add_subparsers(title="models", dest="train_model", metavar="MODEL")
+    for reg, _ in TRAINERS.values():
+        reg(sub)
+    p.set_defaults(func=run, train_parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.train_model is None:
+        args.train_parser.print_help()
+        return 2
+    return TRAINERS[args.train_model][1](args)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -275,8 +276,9 @@ _SR_CAUSAL = VAEConfig(channels=128, c_mults=(1, 2, 4, 8, 16), strides=(2, 4, 5,
 VAE_PRESETS: dict[str, VAEConfig] = {
     # Sony's exact architecture: their sr_causal_ds_1600_dim_64.ckpt loads strictly (~150M params).
     "sr-causal": _SR_CAUSAL,
-    # Same class and strides, 8 base channels (8→8→16→32→64→128): ~0.3M parameters; measured by
-    # scripts/measure_vae.py at ~1.2 ms per streamed latent on 2 CPU threads (budget 3 ms).
+    # Same class and strides, 8 base channels (8→8→16→32→64→128): 0.34M + 0.35M parameters.
+    # Chosen with scripts/measure_vae.py: ~1.7-2.0 ms per streamed latent on this 2-core machine
+    # (budget 3 ms); 12 channels took ~2.2-2.3 ms, 16 channels ~3.1-3.8 ms.
     "tiny": VAEConfig(channels=8, c_mults=(1, 2, 4, 8, 16), strides=(2, 4, 5, 5, 8)),
 }
 for _name, _cfg in VAE_PRESETS.items():
@@ -798,9 +800,15 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
             raise VAEWeightsError(f"{path} is not a readable safetensors file ({err})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError … for bad files
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        # torch's own unpickling message suggests weights_only=False, which we never do.
+        reason = (
+            "it holds objects other than tensors, or is no PyTorch checkpoint"
+            if isinstance(err, pickle.UnpicklingError)
+            else f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+        )
         raise VAEWeightsError(
-            f"{path} could not be loaded as a tensors-only checkpoint ({type(err).__name__}: {err}); "
+            f"{path} could not be loaded as a tensors-only checkpoint ({reason}); "
             "use Sony's exported .ckpt (a dict with 'state_dict') or a .safetensors file"
         ) from None
     if isinstance(obj, Mapping) and "state_dict" in obj:

@@ -106,57 +106,59 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class KVCache:
-    """Preallocated per-layer keys/values ``(n_layers, B, H, sink + window, Dh)`` plus bookkeeping.
+    """Preallocated keys/values ``(n_layers, B, G, H, sink + window, Dh)`` plus bookkeeping.
 
     Slot ``j < sink`` holds the j-th token of the stream; ring slot ``sink + k`` holds tokens in
-    round-robin order.  ``positions`` gives every slot's RoPE position for the current step and
-    ``valid`` which slots hold a token; both are updated in place, so memory never grows.
+    round-robin order.  Keys are stored already rotated by their absolute position (angles taken
+    modulo 2π in float64, so they stay exact for hours), which makes every ring distance the true
+    one.  Only the ``sink`` keys are re-rotated each step once the ring has wrapped, to the
+    position they would have if the cache were renumbered from 0 (distance ``cache_len - j``), so
+    no query ever sees a distance beyond the cache length.  ``G`` branch copies let CFG's null
+    branch attend to its own key in the slot being written without copying the cache; after each
+    step every branch holds the committed key.  Memory is fixed at construction.
     """
 
-    def __init__(self, config: TransformerConfig, *, batch_size: int, device, dtype) -> None:
+    def __init__(self, config: TransformerConfig, *, batch_size: int, branches: int = 2, device, dtype) -> None:
         c = config
-        shape = (c.n_layers, batch_size, c.n_heads, c.cache_len, c.head_dim)
         self.config = config
+        self.branches = branches
+        shape = (c.n_layers, batch_size, branches, c.n_heads, c.cache_len, c.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.sink_k = torch.zeros((c.n_layers, batch_size, c.n_heads, c.sink, c.head_dim), device=device, dtype=dtype)
         self.valid = torch.zeros(c.cache_len, dtype=torch.bool, device=device)
-        self.positions = torch.zeros(c.cache_len, dtype=torch.long, device=device)
+        self.inv_freq = 1.0 / (
+            c.effective_rope_base ** (torch.arange(0, c.head_dim, 2, dtype=torch.float64, device=device) / c.head_dim)
+        )
         self.n_seen = 0  # tokens committed so far (host-side counter)
 
     def reset(self) -> None:
         self.k.zero_()
         self.v.zero_()
+        self.sink_k.zero_()
         self.valid.zero_()
-        self.positions.zero_()
         self.n_seen = 0
 
-    def next_slot(self) -> tuple[int, int]:
-        """(slot the next token is written to, RoPE position of the next token)."""
+    def next_slot(self) -> int:
+        """The slot the next token is written to (its position is ``n_seen``)."""
         c = self.config
         n = self.n_seen
-        if n < c.sink:
-            return n, n
-        ring_i = (n - c.sink) % c.window
-        # Once the ring is full the oldest token is evicted, the survivors keep positions
-        # sink+1 … cache_len-1 and the new token takes cache_len: relative distances are preserved.
-        return c.sink + ring_i, min(n, c.cache_len)
+        return n if n < c.sink else c.sink + (n - c.sink) % c.window
 
-    def advance(self) -> None:
-        """Mark the slot returned by :meth:`next_slot` filled and re-number ring slots by age."""
+    def rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """cos/sin ``(len(positions), Dh/2)`` for absolute positions, exact at any stream length."""
+        ang = torch.remainder(positions.to(torch.float64)[:, None] * self.inv_freq[None], 2 * math.pi)
+        return ang.cos().to(self.k.dtype), ang.sin().to(self.k.dtype)
+
+    def rotate_sinks(self) -> None:
+        """After the ring wrapped, move the sink keys to distance ``cache_len - j`` from the query."""
         c = self.config
-        slot, _ = self.next_slot()
-        self.valid[slot] = True
-        self.n_seen += 1
-        n_ring = min(max(self.n_seen - c.sink, 0), c.window)
-        if n_ring == 0:
-            self.positions[: self.n_seen] = torch.arange(self.n_seen, device=self.positions.device)
+        n = self.n_seen
+        if c.sink == 0 or n <= c.cache_len:
             return
-        newest = slot - c.sink
-        # ring slot k's age rank: oldest gets sink+0 … newest gets sink+n_ring-1
-        ks = torch.arange(c.window, device=self.positions.device)
-        rank = (ks - newest - 1) % c.window - (c.window - n_ring)
-        self.positions[c.sink :] = c.sink + rank.clamp(min=0)
-        self.positions[: c.sink] = torch.arange(c.sink, device=self.positions.device)
+        pos = torch.arange(n - c.cache_len, n - c.cache_len + c.sink, device=self.k.device)
+        cos, sin = self.rope(pos)
+        self.k[..., : c.sink, :].copy_(apply_rope(self.sink_k, cos, sin)[:, :, None])
 
 
 class Block(nn.Module):
@@ -186,26 +188,21 @@ class Block(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
-    def step(
-        self, x: Tensor, layer: int, cache: KVCache, cos_k: Tensor, sin_k: Tensor, cos_q: Tensor,
-        sin_q: Tensor, slot: int, commit: int,
-    ) -> Tensor:
-        """One token, G branches: x (B, G, d) → (B, G, d).  Attends to the valid cache slots and to
-        the branch's own key; branch ``commit`` is written into ``slot``."""
-        B, G, _ = x.shape
+    def step(self, x: Tensor, layer: int, cache: KVCache, cos: Tensor, sin: Tensor, slot: int, commit: int) -> Tensor:
+        """One token, G branches: x (B, G, d) → (B, G, d).  Each branch attends to the cache plus its
+        own key (written into ``slot`` of its branch copy); afterwards every branch copy holds the
+        key of branch ``commit``."""
+        G = x.shape[1]
         q, k, v = self._qkv(x[:, :, None, :])  # (B, G, H, 1, Dh)
-        q = apply_rope(q, cos_q, sin_q)
-        k_rot = apply_rope(k, cos_q, sin_q)
-        ck = apply_rope(cache.k[layer], cos_k, sin_k)  # (B, H, N, Dh), rotated by slot position
-        keys = torch.cat((ck[:, None].expand(B, G, *ck.shape[1:]), k_rot), dim=-2)
-        vals = torch.cat((cache.v[layer][:, None].expand(B, G, *ck.shape[1:]), v), dim=-2)
-        mask = torch.cat((cache.valid, cache.valid.new_ones(1)))
-        # The slot about to be (re)written is excluded: its old content is an evicted token.
-        mask = mask.clone()
-        mask[slot] = False
-        att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)
-        cache.k[layer, :, :, slot].copy_(k[:, commit, :, 0])
-        cache.v[layer, :, :, slot].copy_(v[:, commit, :, 0])
+        q, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        ck, cv = cache.k[layer], cache.v[layer]  # (B, Gmax, H, N, Dh)
+        ck[:, :G, :, slot].copy_(k_rot[:, :, :, 0])
+        cv[:, :G, :, slot].copy_(v[:, :, :, 0])
+        att = F.scaled_dot_product_attention(q, ck[:, :G], cv[:, :G], attn_mask=cache.valid)
+        ck[:, :, :, slot].copy_(k_rot[:, commit : commit + 1, :, 0])
+        cv[:, :, :, slot].copy_(v[:, commit : commit + 1, :, 0])
+        if slot < self.c.sink:
+            cache.sink_k[layer, :, :, slot].copy_(k[:, commit, :, 0])  # un-rotated, see rotate_sinks
         return self._out(x[:, :, None, :], att)[:, :, 0]
 
 
@@ -244,10 +241,10 @@ class CausalTransformer(nn.Module):
 
     # --- streaming -------------------------------------------------------------------------------
     @contextmanager
-    def streaming(self, batch_size: int = 1):
+    def streaming(self, batch_size: int = 1, *, branches: int = 2):
         """Give the module a fresh, preallocated KV cache for the duration of the block."""
         p = next(self.parameters())
-        self._cache = KVCache(self.config, batch_size=batch_size, device=p.device, dtype=p.dtype)
+        self._cache = KVCache(self.config, batch_size=batch_size, branches=branches, device=p.device, dtype=p.dtype)
         try:
             yield self._cache
         finally:
@@ -265,10 +262,13 @@ class CausalTransformer(nn.Module):
         """x (B, G, d): one new token in G branches → outputs (B, G, d).  Branch ``commit`` enters
         the cache (the others — e.g. the CFG null token — are evaluated and forgotten)."""
         cache = self._require_cache()
-        slot, pos = cache.next_slot()
-        cos_k, sin_k = self.rope_cos[cache.positions], self.rope_sin[cache.positions]
-        cos_q, sin_q = self.rope_cos[pos], self.rope_sin[pos]
+        if x.shape[1] > cache.branches:
+            raise ValueError(f"{x.shape[1]} branches but the cache was made for {cache.branches}")
+        slot = cache.next_slot()
+        cache.rotate_sinks()
+        cos, sin = cache.rope(torch.tensor([cache.n_seen], device=x.device))
+        cache.valid[slot] = True  # its old content (an evicted token) is overwritten in every layer
         for i, block in enumerate(self.blocks):
-            x = block.step(x, i, cache, cos_k, sin_k, cos_q, sin_q, slot, commit)
-        cache.advance()
+            x = block.step(x, i, cache, cos, sin, slot, commit)
+        cache.n_seen += 1
         return self.norm(x)

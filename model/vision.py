@@ -34,7 +34,11 @@ Weights (``VisionConfig.weights``):
   hub (the shipped CPU model).  They are drawn with a private ``torch.Generator`` (the global RNG
   is untouched) as integers and scaled with exactly-rounded float64 arithmetic, so they are
   bit-identical on every CPU and independent of timm's own initialisers; the scales follow timm's
-  DINOv2 initialisation (linear std 0.02, layer scale 1e-5, …).  All sources produce a full
+  DINOv2 initialisation (linear std 0.02, layer scale 1e-5, …).  With layer scale 1e-5 the blocks
+  barely touch the residual stream, so seeded features are essentially the final LayerNorm of a
+  random linear patch embedding plus position: frozen low-level random features (colour, texture,
+  position), not DINOv2's semantics — enough for the synthetic world, and the timing is that of
+  the real network.  All sources produce a full
   518×518-grid state dict that goes through the same path: timm's ``checkpoint_filter_fn``
   (resamples the position embedding to ``input_size``) then ``load_state_dict(strict=True)``.
 

@@ -420,14 +420,13 @@ def test_every_preset_builds_and_round_trips_shapes(name):
     model = load_vae(name)
     assert model.hop == CONTRACT.hop and model.latent_dim == CONTRACT.latent_dim
     assert model.sample_rate == CONTRACT.sample_rate
-    with torch.inference_mode():
-        z = model.encode(0.1 * torch.randn(1, 2, 2 * HOP))
-        assert z.shape == (1, 64, 2) and torch.isfinite(z).all()
+    with torch.inference_mode():  # one frame each way: the full-size model is ~150M parameters
+        z = model.encode(0.1 * torch.randn(1, 2, HOP))
+        assert z.shape == (1, 64, 1) and torch.isfinite(z).all()
         wav = model.decode(z)
-        assert wav.shape == (1, 2, 2 * HOP) and torch.isfinite(wav).all()
+        assert wav.shape == (1, 2, HOP) and torch.isfinite(wav).all()
         with model.streaming(1):
-            assert model.decode(z[..., :1]).shape == (1, 2, HOP)
-            assert model.encode(torch.zeros(1, 2, HOP)).shape == (1, 64, 1)
+            torch.testing.assert_close(model.decode(z), wav, **TOL)
 
 
 # ---- the `livefoley vae` command ---------------------------------------------------------------

@@ -37,6 +37,7 @@ _VAE_FLAGS = {
     "save_every": "save_every",
     "log_every": "log_every",
     "seed": "seed",
+    "disc_filters": "disc_filters",
 }
 
 
@@ -66,6 +67,12 @@ def _register_vae(sub) -> None:
     p.add_argument("--save-every", type=int, help="checkpoint interval in steps (default 1000)")
     p.add_argument("--log-every", type=int, help="log interval in steps (default 20)")
     p.add_argument("--seed", type=int, help="seed for init, crops and noise (default 0)")
+    p.add_argument(
+        "--disc-filters",
+        type=int,
+        help="discriminator width (default 64, Sony's); it dominates the cost of a step: on a CPU, 16 "
+        "makes steps ~6x faster",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")

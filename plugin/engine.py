@@ -1,0 +1,1246 @@
+"""The live engine: capture thread → generator worker → sinks, one 1600-sample chunk per 30-fps slot.
+
+::
+
+    CaptureThread ──► worker thread (owns the StreamSession and the sinks) ──► MultiSink
+    (30-fps slots,      │  per slot: freshest frame → vision token → step_token → write      (device ring,
+     drops stalest)     └► vision thread: session.encode(frame) → token (runs beside the       file, null)
+                           worker's audio step; at most one frame in flight)
+
+**Per slot** (one frame period T = 33.3 ms): the worker takes the *freshest* frame the capture
+thread has (stale frames queued behind it are dropped, so lag never grows), hands it to the vision
+thread if that thread is idle, waits for its token until the slot's deadline (rung ``full`` only),
+then turns the newest token it has into audio with ``session.step_token`` (transformer + head +
+VAE, the *audio path*) and writes the (2, 1600) chunk to every sink.  When the token of the current
+frame is not ready in time, the previous token is reused: the slot still gets its chunk, from the
+model, continuous with the last one (the VAE's causal state carries on), never silence.  The sound
+of a reused token follows the picture of the frame that token came from; glass-to-ear latency is
+measured from *that* frame's capture time, so staleness shows up in the latency figures.
+
+**Keeping the device fed without growing lag** (device sinks).  The sink starts playing once it
+holds one frame plus ``cushion_ms`` of silence written ahead of the first chunk (a fractional
+prefill: the ring then holds about ``cushion_ms`` when each new chunk arrives, plus up to one device
+block).  After the worker has been late it finds several frames queued; it keeps only the newest,
+and the skipped slots get no audio — lag stays bounded, the ring runs lower.  Two corrections keep
+the ring level near the cushion:
+
+* *fill-in*: if, after a write, the ring holds less than ``cushion − hop/2`` samples, one more chunk
+  is generated right away from the same token (a repeated frame, as the capture resampler does
+  for slow sources) so that the device does not starve;
+* *trim*: if the ring has held more than ``cushion + hop`` at every write of the last
+  ``trim_window`` slots (after an underrun, the silence the device inserted pushed the audio
+  later; or the capture and sound-card clocks drift apart), the next slot is not generated at all.
+  Skipping a slot *before* generation keeps the waveform continuous (the model simply never saw
+  that frame), unlike dropping audio that was already generated.
+
+**Degradation policy** (:class:`DegradationPolicy`).  A ladder of rungs, each cheaper than the one
+before, climbed when the worker falls behind and descended with hysteresis when it has room.  The
+signal is an EWMA (α = ``PolicyConfig.alpha``) of the worker's busy time per slot — from taking
+the frame to handing its chunk to the sinks, plus a fill-in chunk if one was made — against the
+budget T; a *late* slot (on rung ``full`` the vision token missed its deadline, or the device
+underran after start-up) enters it as ``late_penalty`` × T.  (Stale frames the worker skipped are
+not a signal of their own: the slow slots that caused them already were.)  The EWMA restarts at each move, so that a rung is judged by its own slots.
+Climb one rung when the EWMA exceeds ``high`` × T (after at least ``settle_slots`` slots on the
+rung); descend one rung after ``hold_slots`` consecutive slots below ``low`` × T.  A
+rung abandoned within ``flap_s`` of having been entered doubles the hold (up to ``max_hold_slots``)
+— exponential back-off, so the ladder cannot oscillate quickly; back down to ``full`` only when
+the measured vision + audio times predict it fits (``V + A < high·T``), the vision time being
+measured on every rung.  Rungs that would change nothing (NFE already minimal, ω already 1) are
+left out.  The ladder, in order:
+
+=============  ===================================================================================
+``full``       the configured NFE and ω; the vision token of the current frame is waited for until
+               the deadline (pick-up + ``deadline_fraction``·T − expected audio-path time)
+``no-wait``    the audio path never waits: it uses the newest token already finished (vision is
+               pipelined one frame or more behind; sync may slip by a frame)
+``nfe-N``      the smallest NFE the model supports
+``vision/2``   a frame is handed to the vision thread at most every 2nd slot (frees CPU for the
+               audio path; the token is reused in between)
+``cfg-off``    ω = 1: one transformer branch instead of two (guidance lost)
+``vision/4``   … every 4th slot
+``vision/8``   … every 8th slot (the last rung)
+=============  ===================================================================================
+
+Measured on the shared 2-core build machine (``tiny`` preset, 2 CPU threads, synthetic 640×360
+frames, ms per frame, p50 — the cores were shared with other jobs, so treat the ratios, not the
+absolute values, as the result): full synchronous step ≈ vision 65 % + transformer 20 % + VAE
+8 % + head 2 %; dropping CFG saves ≈ 25 % of the transformer (3 % of the step); the reuse path
+(``step_token``, no vision) costs ≈ 20–25 % of a full step.  Hence vision is what to shed first
+(``no-wait``, then ``vision/k``); NFE (already 1 for ``tiny``) and CFG are small levers.  See
+``scripts``-free re-measurement: ``livefoley live --source synthetic --sink null --duration 60
+--model tiny --threads 2 --json`` prints per-rung time and the vision / audio-path costs.
+
+**Metrics** (:meth:`LiveEngine.stats`): per chunk, glass-to-ear latency = (moment the chunk is
+handed to the sinks − capture time of the frame its token came from) + the device queue at that
+moment (:attr:`audio.sinks.DeviceSink.delay_s`: ring + reported output latency); compute, audio-path
+and vision times; token age.  Achieved fps, slots skipped (stale frames), fill-ins and trims,
+capture drops / repeats (from the capture thread), underruns / overflows (from the sink), time per
+rung, RSS.  Percentiles come from preallocated rings over the last ``history_s`` seconds (10 min by
+default) — memory stays flat for hours.  :meth:`LiveEngine.status_line` is a compact one-liner over
+the last two seconds.
+
+**Control** (thread-safe, applied by the worker between slots): :meth:`LiveEngine.configure`
+(model, NFE, ω, volume; a model is loaded on a helper thread while the old one keeps playing, then
+swapped in with a fresh stream state), :meth:`LiveEngine.reset` (scene change),
+:meth:`LiveEngine.stop` (the sinks are closed in the worker's ``finally``: a recording is always
+finalised).  An engine can be started again after a stop; the loaded generator is kept.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from audio.contract import CONTRACT
+from audio.errors import LivefoleyError
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 1.0 / CONTRACT.fps
+FRAME_MS = 1000.0 / CONTRACT.fps
+
+
+class EngineError(LivefoleyError):
+    """The live engine could not start, or stopped because a part failed (the message says which)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The degradation ladder
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the degradation ladder (``None``: the configured value)."""
+
+    name: str
+    wait_for_vision: bool
+    nfe: int | None = None
+    cfg: float | None = None
+    vision_every: int = 1
+
+
+def build_ladder(*, nfe: int, cfg: float, valid_nfe: tuple[int, ...]) -> list[Rung]:
+    """The rungs for a model configured with ``nfe`` / ``cfg`` (see the module docstring);
+    rungs that would change nothing are left out."""
+    rungs = [Rung("full", True), Rung("no-wait", False)]
+    low_nfe: int | None = None
+    if valid_nfe and nfe > min(valid_nfe):
+        low_nfe = min(valid_nfe)
+        rungs.append(Rung(f"nfe-{low_nfe}", False, nfe=low_nfe))
+    rungs.append(Rung("vision/2", False, nfe=low_nfe, vision_every=2))
+    no_cfg = 1.0 if cfg != 1.0 else None
+    if no_cfg is not None:
+        rungs.append(Rung("cfg-off", False, nfe=low_nfe, cfg=no_cfg, vision_every=2))
+    rungs.append(Rung("vision/4", False, nfe=low_nfe, cfg=no_cfg, vision_every=4))
+    rungs.append(Rung("vision/8", False, nfe=low_nfe, cfg=no_cfg, vision_every=8))
+    return rungs
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Thresholds of the :class:`DegradationPolicy` (fractions of the frame period T)."""
+
+    enabled: bool = True
+    alpha: float = 0.2
+    high: float = 0.85
+    low: float = 0.5
+    late_penalty: float = 1.5
+    settle_slots: int = 8
+    hold_slots: int = 60
+    max_hold_slots: int = 32 * CONTRACT.fps
+    flap_s: float = 10.0
+    start_rung: int = 0
+    max_rung: int | None = None  # None: the whole ladder
+    startup_slots: int = 15  # the first slots (device start, first steps) only feed the EWMA
+    deadline_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise EngineError(f"policy alpha must be in (0, 1]; got {self.alpha}")
+        if not 0 < self.low < self.high:
+            raise EngineError(f"policy thresholds need 0 < low < high; got low {self.low}, high {self.high}")
+        if self.settle_slots < 1 or self.hold_slots < 1 or self.max_hold_slots < self.hold_slots:
+            raise EngineError("policy needs settle_slots ≥ 1, hold_slots ≥ 1 and max_hold_slots ≥ hold_slots")
+        if self.start_rung < 0 or (self.max_rung is not None and self.max_rung < self.start_rung):
+            raise EngineError(f"policy start_rung {self.start_rung} must be in 0 … {self.max_rung}")
+
+
+class DegradationPolicy:
+    """The ladder with hysteresis (see the module docstring).  Pure logic, no clock of its own:
+    the worker calls :meth:`observe` once per slot with that slot's compute time."""
+
+    def __init__(self, *, config: PolicyConfig, rungs: list[Rung]) -> None:
+        if not rungs:
+            raise ValueError("a ladder needs at least one rung")
+        self.config = config
+        self.rungs = rungs
+        top = len(rungs) - 1
+        self.top = top if config.max_rung is None else min(top, config.max_rung)
+        self.level = min(config.start_rung, self.top)
+        self.ewma: float | None = None
+        self.hold = config.hold_slots
+        self.changes = 0
+        self._slot = 0
+        self._since_change = 0
+        self._below = 0
+        self._entered_at_slot = 0
+        self._entered_down = False
+        self.slots_at = [0] * len(rungs)
+
+    @property
+    def rung(self) -> Rung:
+        return self.rungs[self.level]
+
+    def observe(self, compute_ms: float, *, late: bool = False, full_ms: float | None = None) -> Rung | None:
+        """Feed one slot; returns the new rung when the level changed, else None.
+
+        ``full_ms``: the predicted time of a synchronous full step (vision + audio path), used to
+        decide whether stepping back down to rung 0 (which waits for vision) can fit."""
+        c = self.config
+        self._slot += 1
+        self._since_change += 1
+        self.slots_at[self.level] += 1
+        value = max(compute_ms, c.late_penalty * FRAME_MS) if late else compute_ms
+        self.ewma = value if self.ewma is None else (1 - c.alpha) * self.ewma + c.alpha * value
+        if not c.enabled or self._slot <= c.startup_slots:
+            return None
+        if self.ewma > c.high * FRAME_MS:
+            self._below = 0
+            if self.level < self.top and self._since_change >= c.settle_slots:
+                flapped = self._entered_down and self._slot - self._entered_at_slot < c.flap_s * CONTRACT.fps
+                if flapped:
+                    self.hold = min(2 * self.hold, c.max_hold_slots)
+                return self._move(+1)
+            return None
+        if self.ewma < c.low * FRAME_MS:
+            self._below += 1
+        else:
+            self._below = 0
+        if self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
+            self.hold = c.hold_slots  # a level that held for 30 s resets the back-off
+        if self.level > 0 and self._below >= self.hold:
+            if self.level == 1 and full_ms is not None and full_ms >= c.high * FRAME_MS:
+                return None  # waiting for vision would not fit: stay pipelined
+            return self._move(-1)
+        return None
+
+    def _move(self, step: int) -> Rung:
+        self.level += step
+        self.changes += 1
+        self.ewma = None  # judge the new rung by its own slots only
+        self._since_change = 0
+        self._below = 0
+        self._entered_at_slot = self._slot
+        self._entered_down = step < 0
+        return self.rung
+
+    def reset(self) -> None:
+        """Back to the start rung with no history (a new model)."""
+        self.level = min(self.config.start_rung, self.top)
+        self.ewma = None
+        self.hold = self.config.hold_slots
+        self._slot = 0
+        self._entered_at_slot = 0
+        self._since_change = 0
+        self._below = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything a :class:`LiveEngine` needs.
+
+    - ``source``: a source string (``screen``, ``file:PATH``, ``synthetic[:SEED]``, …);
+      ``source_options`` go to the source's factory (e.g. ``{"realtime": False}`` for a file or the
+      synthetic world decoded as fast as possible — then the engine is paced by the device, or not at
+      all with only null / file sinks).
+    - ``sinks`` (sink strings) and ``record`` (a .wav/.flac path): where the audio goes.
+    - ``duration_s``: stop after this much stream time (None: until stopped / the source ends).
+    - ``model`` / ``device`` / ``threads``: the generator; ``threads`` is the number of CPU threads
+      in all (None: leave torch's setting): the audio path gets ⌈N/2⌉, the vision thread ⌊N/2⌋
+      (at least 1 each) — they run at the same time, and one OpenMP team per core beat two
+      oversubscribed ones (2 + 2 threads on 2 cores: audio path p50 35 vs 22 ms, measured);
+      ``nfe`` / ``cfg`` (None: the model's defaults); ``seed``.
+    - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
+      PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
+      (the ring level kept ahead of each new chunk), ``capacity_frames`` of ring.
+    - ``queue_size``: capture queue (the stalest frame is dropped beyond it).
+    - ``warmup_steps``: model steps on a blank frame before capture starts (first steps are slow).
+    - ``history_s``: how much per-chunk history the percentiles cover.
+    """
+
+    source: str = "synthetic"
+    source_options: dict = field(default_factory=dict)
+    sinks: tuple[str, ...] = ("device",)
+    record: str | None = None
+    duration_s: float | None = None
+    model: str = "default"
+    device: str = "auto"
+    threads: int | None = None
+    nfe: int | None = None
+    cfg: float | None = None
+    volume: float = 1.0
+    seed: int = 0
+    blocksize: int = 800
+    cushion_ms: float = 20.0
+    capacity_frames: int = 6
+    queue_size: int = 2
+    stall_timeout_s: float = 5.0
+    warmup_steps: int = 3
+    fill_in: bool = True
+    trim_window: int = 15
+    history_s: float = 600.0
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sinks", tuple(self.sinks))
+        if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
+            raise EngineError(f"duration must be a positive number of seconds; got {self.duration_s}")
+        if self.threads is not None and self.threads < 1:
+            raise EngineError(f"threads must be ≥ 1; got {self.threads}")
+        if self.cfg is not None and not (math.isfinite(self.cfg) and self.cfg >= 0):
+            raise EngineError(f"cfg (ω) must be a finite number ≥ 0 (1 = no guidance); got {self.cfg}")
+        if not 0 <= self.cushion_ms <= 500:
+            raise EngineError(f"cushion_ms must be between 0 and 500; got {self.cushion_ms}")
+        if self.queue_size < 1 or self.trim_window < 1 or self.warmup_steps < 0:
+            raise EngineError("queue_size ≥ 1, trim_window ≥ 1 and warmup_steps ≥ 0 are required")
+        if not self.sinks and not self.record:
+            raise EngineError("no sink given: pass --sink device, --sink null or --record OUT.flac")
+
+    @property
+    def audio_threads(self) -> int | None:
+        return None if self.threads is None else max(1, (self.threads + 1) // 2)
+
+    @property
+    def vision_threads(self) -> int | None:
+        return None if self.threads is None else max(1, self.threads // 2)
+
+    @property
+    def cushion_samples(self) -> int:
+        return round(self.cushion_ms * CONTRACT.sample_rate / 1000)
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics storage: preallocated rings
+# --------------------------------------------------------------------------------------------------
+
+
+class _Series:
+    """A bounded float64 ring with running count / max (percentiles over what it holds)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.data = np.zeros(capacity, np.float64)
+        self.n = 0
+        self.max = -math.inf
+        self.sum = 0.0
+
+    def add(self, value: float) -> None:
+        self.data[self.n % self.data.size] = value
+        self.n += 1
+        self.sum += value
+        if value > self.max:
+            self.max = value
+
+    def values(self, last: int | None = None) -> np.ndarray:
+        held = min(self.n, self.data.size)
+        if last is not None:
+            held = min(held, last)
+        if held == 0:
+            return self.data[:0]
+        end = self.n % self.data.size
+        idx = (np.arange(end - held, end)) % self.data.size
+        return self.data[idx]
+
+    def summary(self) -> dict:
+        v = self.values()
+        if v.size == 0:
+            return {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
+        p50, p95 = np.percentile(v, [50, 95])
+        return {"n": self.n, "p50": round(float(p50), 2), "p95": round(float(p95), 2),
+                "max": round(float(self.max), 2), "mean": round(self.sum / self.n, 2)}
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MiB (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def check_volume(volume: float) -> float:
+    """0 … ``audio.sinks.MAX_VOLUME`` (1 = unchanged), else :class:`EngineError`."""
+    from audio.sinks import MAX_VOLUME
+
+    volume = float(volume)
+    if not (math.isfinite(volume) and 0.0 <= volume <= MAX_VOLUME):
+        raise EngineError(f"volume must be between 0 and {MAX_VOLUME:g} (1 = unchanged); got {volume}")
+    return volume
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------------------
+
+
+class _VisionThread:
+    """The vision encoder on its own thread, always working on the freshest frame it was offered.
+
+    :meth:`offer` replaces a frame that is still waiting (the stalest is dropped, counted in
+    ``replaced``); the thread encodes one frame at a time with ``session.encode`` and publishes
+    ``(token, frame)``; :meth:`newest` returns what was last published and :meth:`wait_for` waits
+    (bounded) for the token of a given frame.  :meth:`quiesce` lets the encode in flight finish and
+    drops the waiting frame: a reset or a model swap never runs concurrently with an encode."""
+
+    def __init__(self, *, threads: int | None, on_encoded) -> None:
+        self._cond = threading.Condition()
+        self._threads = threads
+        self._on_encoded = on_encoded
+        self._session = None
+        self._pending = None
+        self._busy = False
+        self._closed = False
+        self._token = None
+        self._frame = None
+        self._error: BaseException | None = None
+        self.replaced = 0
+        self._thread = threading.Thread(target=self._run, name="livefoley-vision", daemon=True)
+        self._thread.start()
+
+    def set_session(self, session) -> None:
+        """Encode for ``session`` from now on (a new stream: the published token is forgotten)."""
+        self.quiesce()
+        with self._cond:
+            self._session = session
+            self._token = self._frame = None
+
+    def offer(self, frame) -> None:
+        with self._cond:
+            if self._pending is not None:
+                self.replaced += 1
+            self._pending = frame
+            self._cond.notify_all()
+
+    def newest(self):
+        """``(token, frame)`` last published (``(None, None)`` before the first); raises the error
+        that ended the thread."""
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            return self._token, self._frame
+
+    def wait_for(self, index: int, timeout: float | None) -> bool:
+        """Wait until the token of frame ``index`` (or a newer one) is published; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._error is not None or self._closed
+                or (self._frame is not None and self._frame.index >= index), timeout)
+
+    def quiesce(self) -> None:
+        with self._cond:
+            self._pending = None
+            self._cond.wait_for(lambda: not self._busy)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        if self._threads is not None:
+            _set_thread_torch_threads(self._threads)
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._closed or (self._pending is not None and self._session is not None))
+                if self._closed:
+                    return
+                frame, self._pending = self._pending, None
+                session = self._session
+                self._busy = True
+            try:
+                t0 = time.perf_counter()
+                token = session.encode(frame)
+                ms = (time.perf_counter() - t0) * 1000
+            except BaseException as err:  # noqa: BLE001 - handed to the worker by newest()
+                with self._cond:
+                    self._error = err
+                    self._busy = False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._token, self._frame = token, frame
+                self._busy = False
+                self._cond.notify_all()
+            self._on_encoded(ms)
+
+
+class _Inbox:
+    """Frames from the dispatcher to the worker.  Live sources: the worker takes the freshest frame
+    and the older ones are skipped (at most ``_LIVE_KEEP`` wait); finite, non-live sources: every
+    frame is handed over, at most two waiting (back-pressure on the capture thread)."""
+
+    _LIVE_KEEP = 8
+
+    def __init__(self, *, live: bool) -> None:
+        self.live = live
+        self._cond = threading.Condition()
+        self._items: deque = deque()
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def put(self, frame) -> None:
+        with self._cond:
+            if not self.live:
+                self._cond.wait_for(lambda: len(self._items) < 2 or self._closed)
+            if self._closed:
+                return
+            self._items.append(frame)
+            if len(self._items) > self._LIVE_KEEP:
+                self._items.popleft()
+            self._cond.notify_all()
+
+    def get(self, stop: threading.Event):
+        """The next frame (live: the freshest), or None once closed / stopped; raises the capture error."""
+        with self._cond:
+            while True:
+                if self._items:
+                    if self.live:
+                        frame = self._items[-1]
+                        self._items.clear()
+                    else:
+                        frame = self._items.popleft()
+                    self._cond.notify_all()
+                    return frame
+                if self._error is not None:
+                    raise self._error
+                if self._closed or stop.is_set():
+                    return None
+                self._cond.wait(0.25)
+
+    def fail(self, err: BaseException) -> None:
+        with self._cond:
+            self._error = err
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class _Control:
+    kind: str
+    args: dict
+    future: cf.Future
+
+
+class LiveEngine:
+    """Real-time generation: see the module docstring.
+
+    ``generator``: an already loaded generator (else ``config.model`` is loaded on start);
+    ``source``: an unopened :class:`~capture.base.FrameSource` instead of ``config.source``
+    (single use: a restarted engine needs a source string).  Use :meth:`run` for a blocking run,
+    or :meth:`start` / :meth:`wait` / :meth:`stop` (or ``with``)."""
+
+    def __init__(self, *, config: EngineConfig, generator: Any = None, source: Any = None) -> None:
+        self.config = config
+        self._generator = generator
+        self._source_obj = source
+        self._lock = threading.Lock()
+        self._controls: queue.SimpleQueue[_Control] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stop_evt = threading.Event()
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._nfe = config.nfe
+        self._cfg = config.cfg
+        self._volume = config.volume
+        self._sinks = None
+        self._capture = None
+        self._device = None
+        self._cur_index = 0
+        self._source_name = config.source if source is None else getattr(source, "name", "?")
+        check_volume(config.volume)
+        self._reset_metrics()
+
+    # -- metrics ---------------------------------------------------------------------------------------
+    def _reset_metrics(self) -> None:
+        cap = max(1, int(self.config.history_s * CONTRACT.fps))
+        self._g2e = _Series(cap)
+        self._compute = _Series(cap)
+        self._audio = _Series(cap)
+        self._vision = _Series(cap)
+        self._queue_ms = _Series(cap)
+        self._age = _Series(cap)
+        self._hand_times = _Series(cap)
+        self._rss = _Series(4096)
+        self.counts = dict(slots=0, chunks=0, skipped_slots=0, fill_ins=0, trimmed=0, vision_encoded=0,
+                           fresh_slots=0, stale_slots=0, vision_skipped=0, late_slots=0, resets=0,
+                           model_swaps=0)
+        self._policy: DegradationPolicy | None = None
+        self._started_at: float | None = None
+        self._first_chunk_at: float | None = None
+        self._last_chunk_at: float | None = None
+        self._ended_at: float | None = None
+        self._underruns_startup: int | None = None
+        self._rss_start: float | None = None
+        self._end_reason = ""
+        self._final_sink_stats: dict | None = None
+        self._final_capture_stats: dict | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> LiveEngine:
+        """Load the model (if needed), open the sinks, warm up, start capturing; returns once the first
+        frame can be processed.  Raises the start-up error (bad source, sink, model) here."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the engine is already running; stop() it first")
+        self._validate()
+        self._stop_evt.clear()
+        self._ready.clear()
+        self._done.clear()
+        self._error = None
+        self._reset_metrics()
+        self._thread = threading.Thread(target=self._run, name="livefoley-engine", daemon=True)
+        self._thread.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if deadline is not None and time.monotonic() > deadline:
+                self.stop()
+                raise EngineError(f"the engine did not start within {timeout:g} s")
+        if self._error is not None and not self._started_ok:
+            self._thread.join()
+            err = self._error
+            raise err
+        return self
+
+    def _validate(self) -> None:
+        """Reject bad source / sink strings before the (slow) model load."""
+        from audio.sinks import open_sinks
+        from capture.registry import parse_source
+
+        cfg = self.config
+        if self._source_obj is None:
+            parse_source(cfg.source)
+        open_sinks(list(cfg.sinks), record=cfg.record, volume=self._volume, blocksize=cfg.blocksize,
+                   prefill_frames=1, capacity_frames=cfg.capacity_frames)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end (duration reached, source ended, stop, or an error); True if it ended."""
+        return self._done.wait(timeout)
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop after the current slot (safe from a signal handler)."""
+        self._stop_evt.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop and wait for the worker, which closes the sinks (a recording is finalised) and the
+        capture thread."""
+        self._stop_evt.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+            if t.is_alive():
+                log.warning("the engine worker did not stop within %.0f s", timeout)
+
+    def run(self) -> dict:
+        """Start, run until the duration / end of the source / Ctrl-C, stop; returns :meth:`stats`.
+        Raises the error that stopped the engine, if any."""
+        self.start()
+        try:
+            self.wait()
+        finally:
+            self.stop()
+        self.raise_error()
+        return self.stats()
+
+    def raise_error(self) -> None:
+        """Re-raise the error that stopped the worker (no-op after a clean run)."""
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._done.is_set()
+
+    def __enter__(self) -> LiveEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- control ---------------------------------------------------------------------------------------
+    def configure(self, *, model: Any = None, nfe: int | None = None, cfg: float | None = None,
+                  volume: float | None = None) -> cf.Future:
+        """Change the model (a name / folder, or a loaded generator), NFE, ω or volume while running.
+
+        Volume applies at once (to chunks written from now on).  The rest is applied by the worker
+        between slots; the returned future resolves when it was (or raises the error, e.g. an NFE the
+        model does not support — the engine then keeps its previous settings).  A model is loaded on a
+        helper thread while the old one keeps playing; the swap restarts the stream state."""
+        if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
+            raise EngineError(f"cfg (ω) must be a finite number ≥ 0 (1 = no guidance); got {cfg}")
+        if volume is not None:
+            self._volume = check_volume(volume)
+            sinks = self._sinks
+            if sinks is not None:
+                sinks.set_volume(self._volume)
+        fut: cf.Future = cf.Future()
+        if model is None and nfe is None and cfg is None:
+            fut.set_result(None)
+            return fut
+        if not self.running:
+            fut.set_exception(EngineError("the engine is not running; configure it before start() instead"))
+            return fut
+        if model is not None and not hasattr(model, "stream"):
+            name = str(model)
+            loaded: cf.Future = cf.Future()
+
+            def load() -> None:
+                try:
+                    new = self._load_generator(name)
+                    with new.stream(seed=self.config.seed) as warm:
+                        self._warm_up(warm)
+                    loaded.set_result(new)
+                except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+                    loaded.set_exception(err)
+
+            threading.Thread(target=load, name="livefoley-model-loader", daemon=True).start()
+            self._controls.put(_Control("model", dict(loader=loaded, nfe=nfe, cfg=cfg), fut))
+        else:
+            self._controls.put(_Control("model" if model is not None else "settings",
+                                        dict(generator=model, nfe=nfe, cfg=cfg), fut))
+        return fut
+
+    def reset(self) -> cf.Future:
+        """Scene change: forget the stream's past (KV cache, VAE state, previous frame) at the next slot."""
+        fut: cf.Future = cf.Future()
+        if not self.running:
+            fut.set_exception(EngineError("the engine is not running"))
+            return fut
+        self._controls.put(_Control("reset", {}, fut))
+        return fut
+
+    # -- the worker ------------------------------------------------------------------------------------
+    def _load_generator(self, name: str):
+        import torch
+
+        from model.generator import load_generator
+
+        if self.config.audio_threads is not None:
+            torch.set_num_threads(self.config.audio_threads)
+        log.info("loading model %s on %s", name, self.config.device)
+        return load_generator(name, device=self.config.device)
+
+    def _open_source(self):
+        if self._source_obj is not None:
+            src, self._source_obj = self._source_obj, None
+            return src
+        from capture.registry import open_source
+
+        return open_source(self.config.source, **self.config.source_options)
+
+    _started_ok = False
+
+    def _run(self) -> None:
+        from audio.sinks import DeviceSink, open_sinks
+        from capture.thread import CaptureThread
+
+        cfg = self.config
+        self._started_ok = False
+        session = None
+        sinks = None
+        capture = None
+        self._vision_thread = _VisionThread(threads=cfg.vision_threads, on_encoded=self._on_encoded)
+        try:
+            if self._generator is None:
+                self._generator = self._load_generator(cfg.model)
+            if cfg.audio_threads is not None:
+                _set_thread_torch_threads(cfg.audio_threads)
+            gen = self._generator
+            session = self._open_session(gen)
+            self._warm_up(session)
+            sinks = open_sinks(list(cfg.sinks), record=cfg.record, volume=self._volume,
+                               blocksize=cfg.blocksize, prefill_frames=1, capacity_frames=cfg.capacity_frames)
+            sinks.open()
+            self._sinks = sinks
+            self._device = next((s for s in sinks.sinks if isinstance(s, DeviceSink)), None)
+            capture = CaptureThread(self._open_source(), fps=CONTRACT.fps, queue_size=cfg.queue_size,
+                                    stall_timeout=cfg.stall_timeout_s)
+            self._source_name = capture.source.name
+            capture.start()
+            self._capture = capture
+            self._started_at = time.monotonic()
+            self._rss_start = rss_mb()
+            self._started_ok = True
+            self._ready.set()
+            self._loop(session, sinks, capture)
+        except BaseException as err:  # noqa: BLE001 - reported to start() / wait() callers
+            if not isinstance(err, LivefoleyError):
+                log.error("the live engine failed", exc_info=True)
+            self._error = err
+            self._end_reason = self._end_reason or f"error: {err}"
+        finally:
+            self._ended_at = time.monotonic()
+            try:
+                self._vision_thread.close()
+            finally:
+                if capture is not None:
+                    self._final_capture_stats = capture.stats()
+                    capture.stop()
+                self._close_sinks(sinks)
+                if session is not None:
+                    session.__exit__(None, None, None)
+                self._capture = None
+                self._ready.set()
+                self._done.set()
+
+    def _close_sinks(self, sinks) -> None:
+        if sinks is None:
+            return
+        try:
+            sinks.close()
+        except BaseException as err:  # noqa: BLE001 - keep the first error; closing must finish
+            log.warning("closing the sinks: %s", err)
+            if self._error is None:
+                self._error = err
+        finally:
+            self._final_sink_stats = sinks.stats()
+            self._sinks = None
+
+    def _open_session(self, gen):
+        nfe = gen.check_nfe(self._nfe) if self._nfe is not None else gen.nfe
+        cfg = self._cfg if self._cfg is not None else gen.cfg
+        session = gen.stream(seed=self.config.seed, nfe=nfe, cfg=cfg, timing=True)
+        session.__enter__()
+        self._base_nfe, self._base_cfg = nfe, cfg
+        rungs = build_ladder(nfe=nfe, cfg=cfg, valid_nfe=tuple(gen.valid_nfe))
+        self._policy = DegradationPolicy(config=self.config.policy, rungs=rungs)
+        self._token = None
+        self._token_frame = None
+        self._vision_thread.set_session(session)
+        self._last_offer = -(10**9)
+        self._v_ewma: float | None = None
+        self._a_ewma: float | None = None
+        self._apply_rung(session)
+        return session
+
+    def _warm_up(self, session) -> None:
+        """A few steps on a blank frame (the first steps of a model are slow), then a fresh stream."""
+        if self.config.warmup_steps <= 0:
+            return
+        blank = np.zeros((360, 640, 3), np.uint8)
+        for _ in range(self.config.warmup_steps):
+            session.step_token(session.encode(blank))
+        session.reset()
+
+    def _apply_rung(self, session) -> None:
+        rung = self._policy.rung
+        nfe = rung.nfe if rung.nfe is not None else self._base_nfe
+        cfg = rung.cfg if rung.cfg is not None else self._base_cfg
+        session.configure(nfe=nfe, cfg=cfg)
+
+    def _on_encoded(self, ms: float) -> None:
+        """Called on the vision thread after each encode."""
+        self._vision.add(ms)
+        self.counts["vision_encoded"] += 1
+        a = self.config.policy.alpha
+        self._v_ewma = ms if self._v_ewma is None else (1 - a) * self._v_ewma + a * ms
+
+    def _take_token(self) -> None:
+        token, frame = self._vision_thread.newest()
+        if token is not None:
+            self._token, self._token_frame = token, frame
+
+    def _dispatch(self, capture, inbox: _Inbox) -> None:
+        """The dispatcher thread: each 30-fps frame from the capture thread is offered to the vision
+        thread the moment it arrives (so that vision works while the worker is busy), then queued
+        for the worker."""
+        from capture.base import CaptureError
+
+        try:
+            while not self._stop_evt.is_set():
+                try:
+                    frame = capture.get(timeout=0.25)
+                except TimeoutError:
+                    continue
+                if frame is None:
+                    break
+                rung = self._policy.rung
+                if frame.index - self._last_offer >= rung.vision_every or self._token is None:
+                    self._vision_thread.offer(frame)
+                    self._last_offer = frame.index
+                else:
+                    self.counts["vision_skipped"] += 1
+                inbox.put(frame)
+        except CaptureError as err:
+            inbox.fail(err)
+        except BaseException as err:  # noqa: BLE001 - handed to the worker
+            log.error("the frame dispatcher failed", exc_info=True)
+            inbox.fail(err)
+        finally:
+            inbox.close()
+
+    def _wait_budget_s(self, device, t_pick: float) -> float:
+        """How long (from now) rung ``full`` may wait for the current frame's token: until the device
+        ring would run down to one block plus the audio path's time, or, without a device, until
+        ``deadline_fraction`` of the frame period minus the audio path's time has passed."""
+        a_s = (self._a_ewma or 0.0) / 1000
+        if device is not None and device.started:
+            ahead = device.delay_s - device.latency_s
+            margin = 0.25 * FRAME_S
+            return ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - margin
+        return t_pick + self.config.policy.deadline_fraction * FRAME_S - a_s - time.monotonic()
+
+    def _loop(self, session, sinks, capture) -> None:
+        cfg = self.config
+        hop = CONTRACT.hop
+        device = self._device
+        live = capture.source.live
+        cushion = cfg.cushion_samples
+        if device is not None:
+            # silence ahead of the first chunk: the cushion (see the module docstring)
+            device.write(np.zeros((CONTRACT.channels, max(cushion, 1)), np.float32))
+        limit = None if cfg.duration_s is None else max(1, round(cfg.duration_s * CONTRACT.fps))
+        inbox = _Inbox(live=live)
+        dispatcher = threading.Thread(target=self._dispatch, args=(capture, inbox), name="livefoley-dispatch",
+                                      daemon=True)  # noqa: E501
+        dispatcher.start()
+        try:
+            self._slots(session, sinks, device, inbox, live, cushion, hop, limit)
+        finally:
+            self._stop_evt.set()
+            inbox.close()
+            dispatcher.join(5)
+            self._rss.add(rss_mb())
+
+    def _slots(self, session, sinks, device, inbox, live, cushion, hop, limit) -> None:
+        cfg = self.config
+        last_index: int | None = None
+        high_run = 0
+        trim_next = False
+        underruns_seen = 0
+        vision = self._vision_thread
+        while True:
+            session = self._apply_controls(session)
+            frame = inbox.get(self._stop_evt)
+            if frame is None:
+                ended = "stopped" if self._stop_evt.is_set() else "source ended"
+                self._end_reason = self._end_reason or ended
+                return
+            if limit is not None and frame.index >= limit:
+                self._end_reason = "duration reached"
+                return
+            t_pick = time.monotonic()
+            gap = 0 if last_index is None else max(0, frame.index - last_index - 1)
+            last_index = frame.index
+            self._cur_index = frame.index
+            self.counts["slots"] += 1 + gap
+            self.counts["skipped_slots"] += gap
+            slot = self.counts["slots"]
+            if device is not None and not live:
+                self._pace_to_device(device, cushion + hop)
+            if trim_next:
+                trim_next = False
+                self.counts["trimmed"] += 1
+                high_run = 0
+                continue
+            late = False
+            if device is not None:
+                u = device.stats()["underruns"]
+                if u > underruns_seen and self.counts["chunks"] >= CONTRACT.fps:  # after start-up
+                    late = True
+                underruns_seen = u
+            policy = self._policy
+            if self._token is None:  # a stream's first token is always waited for
+                while not vision.wait_for(frame.index, 0.25):
+                    if self._stop_evt.is_set():
+                        self._end_reason = "stopped"
+                        return
+            elif policy.rung.wait_for_vision and self._last_offer == frame.index:
+                if not vision.wait_for(frame.index, max(0.0, self._wait_budget_s(device, t_pick))):
+                    late = True
+            self._take_token()
+            fresh = self._token_frame is not None and self._token_frame.index == frame.index
+            self.counts["fresh_slots" if fresh else "stale_slots"] += 1
+            chunk, a_ms = self._audio_step(session)
+            compute_ms = (time.monotonic() - t_pick) * 1000
+            ahead = self._write(sinks, device, chunk, compute_ms)
+            busy_ms = a_ms
+            # ring level control (device only)
+            if device is not None and device.started and ahead is not None:
+                if cfg.fill_in and ahead < cushion - hop // 2:
+                    chunk2, a2 = self._audio_step(session)
+                    self._write(sinks, device, chunk2, None)
+                    busy_ms += a2
+                    self.counts["fill_ins"] += 1
+                    high_run = 0
+                elif ahead > cushion + (3 * hop) // 4:
+                    high_run += 1
+                    trim_next = high_run >= cfg.trim_window
+                else:
+                    high_run = 0
+            if device is not None and self._underruns_startup is None and slot >= CONTRACT.fps:
+                self._underruns_startup = device.stats()["underruns"]
+            if late:
+                self.counts["late_slots"] += 1
+            full_ms = None if self._v_ewma is None else self._v_ewma + (self._a_ewma or 0.0)
+            if policy.observe(busy_ms, late=late, full_ms=full_ms) is not None:
+                log.info("degradation: rung %s after %d slots", policy.rung.name, slot)
+                self._apply_rung(session)
+            if slot % 300 == 0:
+                self._rss.add(rss_mb())
+
+    def _pace_to_device(self, device, target: int) -> None:
+        """Non-live sources with a device: wait until the ring has room down to ``target`` samples."""
+        while not self._stop_evt.is_set() and device.started:
+            ahead = device.delay_s - device.latency_s
+            excess = ahead - target / CONTRACT.sample_rate
+            if excess <= 0:
+                return
+            time.sleep(min(excess, 0.05))
+
+    def _audio_step(self, session):
+        t0 = time.perf_counter()
+        chunk = session.step_token(self._token)
+        a_ms = (time.perf_counter() - t0) * 1000
+        a = self.config.policy.alpha
+        self._a_ewma = a_ms if self._a_ewma is None else (1 - a) * self._a_ewma + a * a_ms
+        self._audio.add(a_ms)
+        return chunk, a_ms
+
+    def _write(self, sinks, device, chunk, compute_ms: float | None) -> int | None:
+        """Hand the chunk to the sinks and record its latency; returns the device ring level (samples)
+        ahead of the chunk at hand-over (None without a device)."""
+        queue_s = 0.0
+        ahead = None
+        if device is not None:
+            queue_s = device.delay_s
+            ahead = round((queue_s - device.latency_s) * CONTRACT.sample_rate)
+        t_hand = time.monotonic()
+        sinks.write(chunk)
+        if self._first_chunk_at is None:
+            self._first_chunk_at = t_hand
+        self._last_chunk_at = t_hand
+        self.counts["chunks"] += 1
+        src = self._token_frame
+        self._g2e.add((t_hand - src.captured_at + queue_s) * 1000)
+        self._queue_ms.add(queue_s * 1000)
+        self._hand_times.add(t_hand)
+        if compute_ms is not None:
+            self._compute.add(compute_ms)
+        self._age.add(max(0, self._cur_index - src.index))
+        return ahead
+
+    def _apply_controls(self, session):
+        pending: list[_Control] = []
+        while True:
+            try:
+                pending.append(self._controls.get_nowait())
+            except queue.Empty:
+                break
+        for ctl in pending:
+            if ctl.future.cancelled():
+                continue
+            loader = ctl.args.get("loader")
+            if loader is not None and not loader.done():
+                self._controls.put(ctl)  # still loading: the old model keeps playing; look again next slot
+                continue
+            try:
+                session = self._apply_control(session, ctl)
+            except LivefoleyError as err:
+                log.warning("configure failed: %s", err)
+                ctl.future.set_exception(err)
+            else:
+                ctl.future.set_result(None)
+        return session
+
+    def _apply_control(self, session, ctl: _Control):
+        if ctl.kind == "reset":
+            self._vision_thread.quiesce()
+            session.reset()
+            # the previous token stays as the fallback until the new scene's first token is ready,
+            # so the reset costs no wait (the VAE restarts from its initial state: a hard cut)
+            self.counts["resets"] += 1
+            return session
+        nfe, cfg = ctl.args.get("nfe"), ctl.args.get("cfg")
+        if ctl.kind == "settings":
+            gen = self._generator
+            if nfe is not None:
+                gen.check_nfe(nfe)
+            self._nfe = nfe if nfe is not None else self._nfe
+            self._cfg = cfg if cfg is not None else self._cfg
+            self._base_nfe = nfe if nfe is not None else self._base_nfe
+            self._base_cfg = cfg if cfg is not None else self._base_cfg
+            self._policy.rungs = build_ladder(nfe=self._base_nfe, cfg=self._base_cfg,
+                                              valid_nfe=tuple(gen.valid_nfe))
+            self._policy.top = min(self._policy.top, len(self._policy.rungs) - 1)
+            self._policy.level = min(self._policy.level, self._policy.top)
+            self._apply_rung(session)
+            return session
+        # a new model (its loader has finished: see _apply_controls)
+        loader: cf.Future | None = ctl.args.get("loader")
+        new = loader.result() if loader is not None else ctl.args["generator"]
+        if nfe is not None:
+            new.check_nfe(nfe)
+        self._vision_thread.quiesce()
+        session.__exit__(None, None, None)
+        self._generator = new
+        if nfe is not None:
+            self._nfe = nfe
+        if cfg is not None:
+            self._cfg = cfg
+        try:
+            session = self._open_session(new)
+        except LivefoleyError:
+            # e.g. the previous NFE does not exist in the new model: fall back to its defaults
+            self._nfe = nfe
+            session = self._open_session(new)
+        self.counts["model_swaps"] += 1
+        return session
+
+    # -- reporting -------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """A snapshot (safe from any thread); after the run, the final figures."""
+        now = time.monotonic()
+        counts = dict(self.counts)
+        t0, t1 = self._first_chunk_at, self._last_chunk_at
+        wall = (t1 - t0) if (t0 is not None and t1 is not None) else 0.0
+        chunks = counts["chunks"]
+        sink_stats = self._final_sink_stats
+        if sink_stats is None and self._sinks is not None:
+            sink_stats = self._sinks.stats()
+        cap_stats = self._final_capture_stats
+        if cap_stats is None and self._capture is not None:
+            cap_stats = self._capture.stats()
+        dev = None
+        if sink_stats is not None:
+            dev = next((s for s in sink_stats.get("sinks", []) if s.get("kind") == "device"), None)
+        underruns = dev["underruns"] if dev else 0
+        startup = self._underruns_startup if self._underruns_startup is not None else underruns
+        policy = self._policy
+        rss = self._rss.values()
+        gen = self._generator
+        out = {
+            "source": self._source_name,
+            "sinks": sink_stats["name"] if sink_stats else None,
+            "model": getattr(getattr(gen, "config", None), "name", self.config.model),
+            "threads": {"audio_path": self.config.audio_threads, "vision": self.config.vision_threads},
+            "end_reason": self._end_reason or ("running" if self.running else ""),
+            "wall_s": round((self._ended_at or now) - self._started_at, 3) if self._started_at else 0.0,
+            "stream_s": round(chunks / CONTRACT.fps, 3),
+            "achieved_fps": round((chunks - 1) / wall, 3) if wall > 0 else None,
+            **counts,
+            "vision_replaced": vt.replaced if (vt := getattr(self, "_vision_thread", None)) else 0,
+            "glass_to_ear_ms": self._g2e.summary(),
+            "compute_ms": self._compute.summary(),
+            "audio_path_ms": self._audio.summary(),
+            "vision_ms": self._vision.summary(),
+            "device_queue_ms": self._queue_ms.summary(),
+            "token_age_frames": self._age.summary(),
+            "underruns": underruns,
+            "underruns_startup": startup,
+            "underruns_after_startup": underruns - startup,
+            "underrun_samples": dev["underrun_samples"] if dev else 0,
+            "overflows": dev["overflows"] if dev else 0,
+            "device_latency_ms": round(1000 * dev["latency_s"], 2) if dev else None,
+            "capture": None if cap_stats is None else {
+                k: cap_stats[k] for k in ("captured", "emitted", "delivered", "dropped", "repeated",
+                                          "achieved_fps", "source_fps", "state")},
+            "policy": None if policy is None else {
+                "rung": policy.rung.name,
+                "ladder": [r.name for r in policy.rungs],
+                "changes": policy.changes,
+                "ewma_ms": None if policy.ewma is None else round(policy.ewma, 2),
+                "seconds_at": {r.name: round(n / CONTRACT.fps, 2)
+                               for r, n in zip(policy.rungs, policy.slots_at, strict=False) if n},
+            },
+            "nfe": getattr(self, "_base_nfe", self._nfe),
+            "cfg": getattr(self, "_base_cfg", self._cfg),
+            "volume": self._volume,
+            "rss_mb": {"start": None if self._rss_start is None else round(self._rss_start, 1),
+                       "end": round(float(rss[-1]), 1) if rss.size else None,
+                       "max": round(float(rss.max()), 1) if rss.size else None},
+            "error": None if self._error is None else str(self._error),
+        }
+        out["sink_stats"] = sink_stats
+        return out
+
+    SERIES = ("glass_to_ear_ms", "compute_ms", "audio_path_ms", "vision_ms", "device_queue_ms",
+              "token_age_frames", "hand_time", "rss_mb")
+
+    def series(self, name: str) -> np.ndarray:
+        """A copy of the per-chunk history of one metric, oldest first (``hand_time``: the monotonic
+        moment each chunk was handed to the sinks; ``vision_ms``: per encode; ``rss_mb``: every 300
+        slots)."""
+        rings = {"glass_to_ear_ms": self._g2e, "compute_ms": self._compute, "audio_path_ms": self._audio,
+                 "vision_ms": self._vision, "device_queue_ms": self._queue_ms, "token_age_frames": self._age,
+                 "hand_time": self._hand_times, "rss_mb": self._rss}
+        if name not in rings:
+            raise KeyError(f"unknown series {name!r}; valid: {', '.join(self.SERIES)}")
+        return rings[name].values().copy()
+
+    def status_line(self) -> str:
+        """One compact line over the last ~2 s, e.g. for a terminal status."""
+        n = 2 * CONTRACT.fps
+        hand = self._hand_times.values(n)
+        fps = (hand.size - 1) / (hand[-1] - hand[0]) if hand.size > 1 and hand[-1] > hand[0] else 0.0
+        g = self._g2e.values(n)
+        c = self._compute.values(n)
+        policy = self._policy
+        dev = self._device if self._sinks is not None else None
+        xr = dev.stats()["underruns"] if dev is not None else 0
+        elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
+        def fmt(v: np.ndarray) -> str:
+            return f"{_pct(v, 50):.0f}/{_pct(v, 95):.0f}" if v.size else "-/-"
+
+        rung = policy.rung.name if policy else "-"
+        return (f"live {elapsed:6.1f}s | {fps:4.1f} fps | g2e {fmt(g)} ms | step {fmt(c)} ms | {rung} "
+                f"nfe {getattr(self, '_base_nfe', '-')} ω {getattr(self, '_base_cfg', '-')} | "
+                f"skip {self.counts['skipped_slots']} | xrun {xr}")
+
+
+def _set_thread_torch_threads(n: int) -> None:
+    """Torch's CPU thread count for the *calling* thread.  With OpenMP the count is per thread: each
+    thread takes the global value at its first parallel op (a thread-local lazy init) and keeps it.
+    ``get_num_threads`` runs that lazy init now, so a later change of the global value by another
+    thread (the vision thread's own setting) leaves this thread's count alone."""
+    import torch
+
+    torch.set_num_threads(n)
+    torch.get_num_threads()
+
+
+__all__ = ["DegradationPolicy", "EngineConfig", "EngineError", "LiveEngine", "PolicyConfig", "Rung",
+           "build_ladder", "rss_mb"]

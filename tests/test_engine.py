@@ -1,0 +1,450 @@
+"""The live engine with real parts: the ``tiny`` model (seeded weights, real code paths), videos the
+test encodes with PyAV, the screen of a real Xvfb display, and a real PulseAudio null sink whose
+monitor is recorded back and compared with what the engine says it played.
+
+The model runs with ``threads=2`` (one thread for the audio path, one for the vision encoder); the
+process-wide torch thread count is restored afterwards.  Timing assertions are loose: these cores
+are shared with other work.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audio.contract import CONTRACT
+from audio.errors import LivefoleyError
+from plugin.engine import (
+    FRAME_MS,
+    DegradationPolicy,
+    EngineConfig,
+    EngineError,
+    LiveEngine,
+    PolicyConfig,
+    build_ladder,
+)
+from tests.test_sinks import S16_TOL, Monitor, locate, monitor  # noqa: F401 - `monitor` is a fixture
+
+HOP = CONTRACT.hop
+SR = CONTRACT.sample_rate
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from model.generator import load_generator
+
+    threads = torch.get_num_threads()
+    gen = load_generator("tiny", device="cpu")
+    yield gen
+    torch.set_num_threads(threads)
+
+
+class SlowVision:
+    """Test double around the *real* generator: every vision encode takes ``extra_s`` longer (the
+    part of a step the degradation policy can shed; everything else is the real model)."""
+
+    def __init__(self, gen, extra_s: float) -> None:
+        self._gen = gen
+        self.extra_s = extra_s
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def stream(self, **kwargs):
+        return _SlowSession(self._gen.stream(**kwargs), self.extra_s)
+
+
+class _SlowSession:
+    def __init__(self, inner, extra_s: float) -> None:
+        self._inner = inner
+        self.extra_s = extra_s
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __enter__(self):
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._inner.__exit__(*exc)
+
+    def encode(self, frame):
+        time.sleep(self.extra_s)
+        return self._inner.encode(frame)
+
+
+def moving_picture(i: int, w: int = 640, h: int = 360) -> np.ndarray:
+    """(h, w, 3) uint8: a bright square crossing a gradient, a bar flashing every 10 frames."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = np.linspace(0, 180, w, dtype=np.uint8)[None, :]
+    img[..., 2] = np.linspace(60, 0, h, dtype=np.uint8)[:, None]
+    x = (i * 11) % (w - 60)
+    img[150:210, x:x + 60] = 255
+    if i % 10 == 0:
+        img[300:340] = (250, 200, 40)
+    return img
+
+
+def encode_video(path: Path, *, fps: int, seconds: float) -> Path:
+    from audio.media import write_video
+
+    return write_video(path, (moving_picture(i) for i in range(round(fps * seconds))), fps=fps)
+
+
+def read(path: Path) -> np.ndarray:
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    assert sr == SR and data.shape[1] == 2
+    return data
+
+
+def zero_runs(audio: np.ndarray, min_len: int = 32) -> int:
+    """How many runs of ≥ ``min_len`` samples are exactly zero on both channels (``audio`` (N, 2))."""
+    silent = np.concatenate([[False], ~audio.any(axis=1), [False]]).astype(np.int8)
+    edges = np.diff(silent)
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    return int(np.sum(ends - starts >= min_len))
+
+
+def assert_continuous(audio: np.ndarray) -> None:
+    """No NaN, no silent gaps, and no clicks at chunk boundaries: the jump from the last sample of a
+    chunk to the first of the next is distributed like the sample-to-sample steps inside chunks
+    (chunks made independently would jump about 4× more here: the untrained model's output is
+    broadband, with in-chunk steps ≈ 0.35 × its level)."""
+    assert np.isfinite(audio).all()
+    assert audio.shape[0] % HOP == 0 and audio.shape[0] >= 10 * HOP
+    assert zero_runs(audio) == 0, "the audio has silent gaps"
+    steps = np.abs(np.diff(audio, axis=0)).mean(axis=1)  # (N - 1,)
+    at = np.arange(HOP, audio.shape[0], HOP) - 1  # the step from sample k·HOP − 1 to k·HOP
+    inside = np.ones(steps.size, bool)
+    inside[at] = False
+    ratio = np.median(steps[at]) / np.median(steps[inside])
+    tail = np.percentile(steps[at], 95) / np.percentile(steps[inside], 99)
+    assert ratio < 1.6 and tail < 1.5, f"chunk boundaries jump more than the audio inside: {ratio:.2f}, {tail:.2f}"
+
+
+def assert_recording_was_played(played: np.ndarray, recorded: np.ndarray, volume: float) -> int:
+    """The whole recording ((N, 2), full level) appears in the monitor capture (at ``volume``),
+    contiguously and sample for sample (the null sink mixes in s16; clipped samples are skipped)."""
+    expected = recorded * volume
+    start = locate(played, expected.T)
+    got = played[start:start + expected.shape[0]]
+    assert got.shape == expected.shape, "the monitor stops before the recording ends"
+    ok = np.abs(expected) < 0.999
+    err = np.abs(got - expected)[ok]
+    assert ok.mean() > 0.9 and err.max() < S16_TOL, (
+        f"played audio differs from the recording (max error {err.max():.2e} at {int(np.argmax(err))})"
+    )
+    return start
+
+
+# --------------------------------------------------------------------------------------------------
+# The degradation policy (pure logic)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ladder_leaves_out_rungs_that_change_nothing():
+    names = [r.name for r in build_ladder(nfe=1, cfg=3.0, valid_nfe=(1, 2, 4))]
+    assert names == ["full", "no-wait", "vision/2", "cfg-off", "vision/4", "vision/8"]
+    full = build_ladder(nfe=4, cfg=1.0, valid_nfe=(1, 2, 4))
+    assert [r.name for r in full] == ["full", "no-wait", "nfe-1", "vision/2", "vision/4", "vision/8"]
+    assert full[0].wait_for_vision and not any(r.wait_for_vision for r in full[1:])
+    assert [r.vision_every for r in full] == [1, 1, 1, 2, 4, 8]
+    assert all(r.nfe == 1 for r in full[2:]) and all(r.cfg is None for r in full)
+
+
+def test_policy_climbs_when_late_and_comes_down_with_backoff():
+    rungs = build_ladder(nfe=1, cfg=3.0, valid_nfe=(1,))
+    pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, settle_slots=8, hold_slots=10), rungs=rungs)
+    fast, slow = 0.3 * FRAME_MS, 0.7 * FRAME_MS
+    for _ in range(50):  # comfortably inside the budget: nothing happens
+        assert pol.observe(slow) is None
+    assert pol.level == 0
+    moves = []
+    while len(moves) < 3:  # late slots count as 1.5 budgets: one rung per settle period
+        if (m := pol.observe(slow, late=True)) is not None:
+            moves.append((sum(pol.slots_at), m.name))
+    assert [name for _, name in moves] == ["no-wait", "vision/2", "cfg-off"]
+    assert [b - a for (a, _), (b, _) in zip(moves, moves[1:], strict=False)] == [8, 8]
+    for _ in range(9):
+        assert pol.observe(fast) is None  # below `low`, but not for `hold` slots yet
+    assert pol.observe(fast).name == "vision/2"
+    for _ in range(7):  # it went down and must go back up within flap_s: the hold doubles
+        assert pol.observe(slow, late=True) is None
+    assert pol.observe(slow, late=True).name == "cfg-off" and pol.hold == 20
+    for _ in range(19):
+        assert pol.observe(fast) is None
+    assert pol.observe(fast).name == "vision/2"
+    for _ in range(20):
+        pol.observe(fast)
+    assert pol.rung.name == "no-wait"
+    # rung 0 waits for vision: only when vision + audio path are predicted to fit
+    for _ in range(60):
+        assert pol.observe(fast, full_ms=2 * FRAME_MS) is None
+    for _ in range(60):
+        pol.observe(fast, full_ms=0.5 * FRAME_MS)
+    assert pol.rung.name == "full" and pol.changes == 8
+
+
+def test_policy_limits_and_disabled():
+    rungs = build_ladder(nfe=2, cfg=2.0, valid_nfe=(1, 2))
+    pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, max_rung=2), rungs=rungs)
+    for _ in range(200):
+        pol.observe(2 * FRAME_MS)
+    assert pol.level == 2 and pol.rung.name == "nfe-1"
+    off = DegradationPolicy(config=PolicyConfig(enabled=False, start_rung=3), rungs=rungs)
+    for _ in range(100):
+        assert off.observe(2 * FRAME_MS, late=True) is None
+    assert off.rung.name == "vision/2" and off.ewma == pytest.approx(2 * FRAME_MS)
+    with pytest.raises(EngineError, match="0 < low < high"):
+        PolicyConfig(low=0.9, high=0.8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Real runs into PulseAudio
+# --------------------------------------------------------------------------------------------------
+
+
+def test_video_file_plays_continuously_and_the_recording_equals_what_was_played(
+    pulse, monitor, generator, tmp_path  # noqa: F811 - `monitor` is the fixture imported above
+):
+    """A 25-fps H.264 file (resampled to 30 fps by the capture thread), paced in real time, played
+    into the null sink at half volume and recorded to a wav beside it."""
+    video = encode_video(tmp_path / "clip.mp4", fps=25, seconds=4.0)
+    rec = tmp_path / "rec.wav"
+    cfg = EngineConfig(source=f"file:{video}", sinks=("device:pulse",), record=str(rec), duration_s=3.0,
+                       volume=0.5, threads=2, cushion_ms=100)
+    mark = monitor.mark()
+    engine = LiveEngine(config=cfg, generator=generator)
+    st = engine.run()
+    played = monitor.since(mark)
+    recorded = read(rec)
+    counts = {k: st[k] for k in ("chunks", "skipped_slots", "fill_ins", "underruns")}
+    print(f"\nvideo run: {json.dumps(counts)} g2e {st['glass_to_ear_ms']} compute {st['compute_ms']} rungs {st['policy']['seconds_at']}")
+    assert st["end_reason"] == "duration reached" and st["error"] is None
+    assert recorded.shape[0] == st["chunks"] * HOP
+    assert 80 <= st["chunks"] <= 95, st["chunks"]  # 3 s at 30 fps (± skipped slots / fill-ins)
+    assert st["capture"]["repeated"] >= 10  # 25 → 30 fps repeats every 5th frame
+    assert st["underruns_after_startup"] == 0
+    assert st["device_latency_ms"] == pytest.approx(2 * 800 / SR * 1000, rel=0.05)  # blocksize 800
+    g2e = engine.series("glass_to_ear_ms")
+    queue = engine.series("device_queue_ms")
+    assert g2e.size == st["chunks"] and np.all(g2e > queue) and np.all(queue >= st["device_latency_ms"])
+    assert_continuous(recorded)
+    start = assert_recording_was_played(played, recorded, 0.5)
+    # the cushion of silence precedes the first chunk, and nothing but silence follows the last one
+    assert start >= round(0.1 * SR) - 600
+    assert zero_runs(played[start:start + recorded.shape[0]]) == 0
+    assert not played[start + recorded.shape[0]:].any()
+
+
+def test_screen_of_an_xvfb_display(xvfb, pulse, monitor, generator, tmp_path):  # noqa: F811
+    picture = moving_picture(7, xvfb.width, xvfb.height)
+    painter = xvfb.show_image(picture)
+    rec = tmp_path / "screen.flac"
+    try:
+        cfg = EngineConfig(source="screen", sinks=("device:pulse", "null"), record=str(rec), duration_s=2.0,
+                           threads=2, cushion_ms=100)
+        mark = monitor.mark()
+        st = LiveEngine(config=cfg, generator=generator).run()
+        played = monitor.since(mark)
+    finally:
+        painter.terminate()
+        painter.wait(timeout=10)
+    recorded = read(rec)
+    print(f"\nscreen run: chunks {st['chunks']} capture {st['capture']} g2e {st['glass_to_ear_ms']}")
+    assert st["source"] == "screen" and st["capture"]["captured"] >= 40
+    assert 50 <= st["chunks"] <= 65 and recorded.shape[0] == st["chunks"] * HOP
+    assert [s["samples_written"] for s in st["sink_stats"]["sinks"]][1:] == [recorded.shape[0]] * 2
+    assert_continuous(recorded)
+    assert_recording_was_played(played, recorded, 1.0)
+
+
+def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generator):
+    """Every vision encode 60 ms slower than the real one: the engine stops waiting for vision and
+    reuses the newest token; the audio stays continuous and the latency flat."""
+    engine = LiveEngine(config=EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0,
+                                            threads=2, cushion_ms=60), generator=SlowVision(generator, 0.06))
+    st = engine.run()
+    pol = st["policy"]
+    print(f"\nslow vision: rungs {pol['seconds_at']} g2e {st['glass_to_ear_ms']} vision {st['vision_ms']} "
+          f"audio {st['audio_path_ms']} skipped {st['skipped_slots']} fill-ins {st['fill_ins']} "
+          f"underruns {st['underruns']} ({st['underruns_after_startup']} after start-up)")
+    assert st["vision_ms"]["p50"] >= 60
+    assert pol["changes"] >= 1 and pol["seconds_at"].get("full", 0) < 1.5
+    assert st["stale_slots"] > 2 * st["fresh_slots"]
+    assert st["chunks"] >= 0.9 * 180
+    assert st["underruns_after_startup"] <= 3
+    g2e = engine.series("glass_to_ear_ms")[30:]  # after the first second
+    half = g2e.size // 2
+    first, second = np.percentile(g2e[:half], 95), np.percentile(g2e[half:], 95)
+    assert second <= first + 40, f"latency grew: p95 {first:.0f} → {second:.0f} ms"
+    age = engine.series("token_age_frames")[30:]
+    assert age.mean() >= 1.5  # the sound follows tokens at least a frame old: vision is the bottleneck
+
+
+# --------------------------------------------------------------------------------------------------
+# Control, memory, shutdown
+# --------------------------------------------------------------------------------------------------
+
+
+def _wait_chunks(engine: LiveEngine, n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.stats()["chunks"] < n:
+        assert engine.running, engine.error
+        assert time.monotonic() < deadline, f"fewer than {n} chunks within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_configure_reset_swap_and_restart_while_running(generator, tmp_path):
+    rec = tmp_path / "control.wav"
+    engine = LiveEngine(config=EngineConfig(source="synthetic", sinks=("null",), record=str(rec), threads=2),
+                        generator=generator)
+    engine.start()
+    try:
+        _wait_chunks(engine, 10)
+        engine.configure(cfg=1.0).result(5)
+        assert engine.stats()["cfg"] == 1.0 and "cfg-off" not in engine.stats()["policy"]["ladder"]
+        with pytest.raises(LivefoleyError, match="NFE 3 is not supported.*valid values: 1, 2, 4"):
+            engine.configure(nfe=3).result(5)
+        engine.configure(nfe=2).result(5)
+        st = engine.stats()
+        assert st["nfe"] == 2 and "nfe-1" in st["policy"]["ladder"]
+        engine.configure(volume=0.5)
+        with pytest.raises(EngineError, match="volume must be between 0 and 4"):
+            engine.configure(volume=9)
+        engine.reset().result(5)
+        n = engine.stats()["chunks"]
+        engine.configure(model=generator).result(10)  # a loaded generator: a fresh stream
+        _wait_chunks(engine, n + 10)
+        with pytest.raises(LivefoleyError, match="neither a preset"):
+            engine.configure(model=str(tmp_path / "no-such-model")).result(30)
+        assert engine.running
+    finally:
+        engine.stop()
+    st = engine.stats()
+    assert (st["resets"], st["model_swaps"], st["volume"], st["error"]) == (1, 1, 0.5, None)
+    assert st["end_reason"] == "stopped"
+    assert_continuous(read(rec)[: (n - 1) * HOP])  # up to the swap (which restarts the stream)
+    assert read(rec).shape[0] == st["chunks"] * HOP
+    # started again: the loaded model is kept
+    engine.start()
+    try:
+        _wait_chunks(engine, 15)
+    finally:
+        engine.stop()
+    again = engine.stats()
+    assert again["chunks"] >= 15 and again["resets"] == 0 and read(rec).shape[0] == again["chunks"] * HOP
+
+
+def _run_for_memory(generator, seconds: float) -> tuple[LiveEngine, list[float], list[int]]:
+    """An accelerated run (the synthetic world rendered as fast as possible, null sink, the cheapest
+    rung so that most slots take the audio path only) sampling RSS and live Python objects."""
+    cfg = EngineConfig(source="synthetic", source_options={"realtime": False, "size": (320, 180)},
+                       sinks=("null",), duration_s=seconds, threads=2,
+                       policy=PolicyConfig(start_rung=99, enabled=False))
+    engine = LiveEngine(config=cfg, generator=generator)
+    rss, objects = [], []
+    engine.start()
+    try:
+        total = round(seconds * CONTRACT.fps)
+        for frac in (0.25, 0.5, 0.75):
+            _wait_chunks(engine, int(frac * total), timeout=seconds * 3)
+            gc.collect()
+            objects.append(len(gc.get_objects()))
+            rss.append(engine.stats()["rss_mb"]["end"] or 0.0)
+        engine.wait(seconds * 3)
+    finally:
+        engine.stop()
+    st = engine.stats()
+    assert st["end_reason"] == "duration reached" and st["chunks"] == round(seconds * CONTRACT.fps)
+    return engine, engine.series("rss_mb").tolist(), objects
+
+
+def test_memory_stays_flat(generator):
+    engine, rss, objects = _run_for_memory(generator, 20.0)
+    print(f"\nmemory: RSS samples {[round(r, 1) for r in rss]} MiB, live objects {objects}")
+    assert len(rss) >= 3
+    assert rss[-1] - rss[0] < 8.0, f"RSS grew {rss[-1] - rss[0]:.1f} MiB over {len(rss)} samples"
+    assert objects[-1] - objects[0] < 500, objects
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_ten_minutes_of_stream(generator):
+    engine, rss, objects = _run_for_memory(generator, 600.0)
+    print(f"\nmemory, 10 min: RSS {rss[0]:.1f} → {rss[-1]:.1f} MiB (max {max(rss):.1f}), objects {objects}")
+    later = rss[len(rss) // 4:]
+    assert max(later) - min(later) < 10.0, rss
+    assert objects[-1] - objects[0] < 500, objects
+
+
+def test_sigint_and_sigterm_leave_complete_recordings(tmp_path):
+    """Two real ``livefoley live`` processes, one interrupted with SIGINT (exit 130), one terminated
+    with SIGTERM (exit 0): both leave a complete, readable recording of every chunk they made."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"{sig.name}.flac"
+        stats = tmp_path / f"{sig.name}.json"
+        cmd = [sys.executable, "-m", "plugin.cli", "live", "--source", "synthetic", "--model", "tiny",
+               "--sink", "null", "--record", str(out), "--threads", "1", "--status", "--json", str(stats)]
+        procs[sig] = (subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True), out, stats)
+    for sig, (proc, _, _) in procs.items():
+        assert proc.stderr is not None
+        log = []
+        while True:  # wait until it has played a little
+            line = proc.stderr.readline()
+            assert line, "".join(log)
+            log.append(line)
+            if line.startswith("live ") and float(line.split()[1].rstrip("s")) >= 1.0:
+                break
+        proc.send_signal(sig)
+    for sig, (proc, out, stats) in procs.items():
+        rest = proc.stderr.read()
+        rc = proc.wait(timeout=60)
+        assert rc == (130 if sig == signal.SIGINT else 0), rest
+        data = read(out)
+        st = json.loads(stats.read_text())
+        assert st["end_reason"] == "stopped" and st["error"] is None
+        assert data.shape[0] == st["chunks"] * HOP and st["chunks"] >= 20
+        assert_continuous(data)
+        assert "glass-to-ear" in rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SIGINT.flac", "SIGINT.json", "SIGTERM.flac",
+                                                          "SIGTERM.json"]
+
+
+def test_cli_help_and_bad_input(capsys):
+    from plugin.cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["live", "--help"])
+    text = capsys.readouterr().out
+    for part in ("screen:X,Y,W,H", "synthetic[:SEED]", "device:NAME_OR_INDEX", "file:PATH.wav|.flac",
+                 "--record", "Examples:", "livefoley live --source screen"):
+        assert part in text
+    cases = [
+        (["--source", "nosuch:thing"], "unknown source 'nosuch:thing'"),
+        (["--source", "synthetic", "--sink", "speakers"], "unknown sink 'speakers'"),
+        (["--source", "synthetic", "--record", "out.mp3"], r"extension must be .wav or .flac"),
+        (["--source", "synthetic", "--duration", "0"], "--duration must be a positive number"),
+        (["--source", "synthetic", "--volume", "7"], "volume must be between 0 and 4"),
+        (["--source", "synthetic", "--sink", "null"], "the default model is not installed"),
+    ]
+    for args, message in cases:
+        t0 = time.monotonic()
+        assert main(["live", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("livefoley: error:"), err
+        assert time.monotonic() - t0 < 10  # rejected before any model is loaded

@@ -1,9 +1,20 @@
 """Media I/O through PyAV (FFmpeg bundled in the wheel).
 
 :func:`write_video` encodes RGB frames as H.264 (yuv420p) and, optionally, a float32 audio track
-(AAC by default) into an mp4 / mov / mkv file.  The file is written under a temporary name in the
-same folder and renamed onto ``path`` only when complete, so ``path`` either does not exist or is a
-whole, playable file — never a torso left by a crash or a Ctrl-C.
+(AAC by default) into an mp4 / mov / mkv file.
+
+:func:`mux_audio` (``livefoley generate``) puts a generated soundtrack next to an existing video
+without re-encoding it: the original video stream is copied packet for packet, the new stereo
+track is encoded (AAC in mp4/mov, Opus in mkv/webm, PCM in avi), and the original audio is dropped,
+stream-copied as a second track, or mixed in (:func:`mix_tracks`: ``(1 − mix)·generated +
+mix·original``).  :func:`plan_mux` checks all of that up front (containers, codecs, the exact
+window — a copy starts on a key frame) so a long generation never ends in a refusal;
+:func:`scan_video` reads the video packets; :func:`read_audio_window` decodes the original sound
+of a window as 48 kHz stereo.
+
+Every file is written under a temporary name in the same folder and renamed onto ``path`` only
+when complete, so ``path`` either does not exist or is a whole, playable file — never a torso
+left by a crash or a Ctrl-C.
 """
 
 from __future__ import annotations

@@ -358,7 +358,8 @@ class VAETrainer:
 
     :meth:`train_step` does one discriminator + one generator update on a ``(B, C, N)`` batch
     and returns the losses as floats; :meth:`state_dict` / :meth:`load_state_dict` carry
-    everything a resumed run needs.
+    everything a resumed run needs.  Construction seeds torch's global RNG with ``config.seed``
+    (initialisation and the bottleneck noise draw from it).
     """
 
     def __init__(
@@ -545,7 +546,7 @@ def train_vae(
     )
     last: dict[str, float] = {}
     started = time.monotonic()
-    with open(out / LOG_FILE, "a") as log_file:
+    with open(out / LOG_FILE, "a" if resume else "w") as log_file:
         while trainer.step < train_config.steps:
             last = trainer.train_step(dataset.sample(train_config.batch_size, rng))
             bar.update(1)

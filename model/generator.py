@@ -99,9 +99,9 @@ class Generator:
         self.vae = vae.eval().requires_grad_(False)
         self.device = device
         self.config: GeneratorConfig = model.config
-        self.nfe = self.config.default_nfe
+        # a diffusion-stage model has one valid NFE (its Heun schedule), whatever default_nfe says
+        self.nfe = self.config.default_nfe if self.config.default_nfe in self.valid_nfe else self.valid_nfe[0]
         self.cfg = self.config.guidance
-        self.check_nfe(self.nfe)
 
     @property
     def valid_nfe(self) -> tuple[int, ...]:

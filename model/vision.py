@@ -380,6 +380,13 @@ class DinoBackbone(nn.Module):
             )
         self._load(model, state, source)
         model.requires_grad_(False)
+        if config.dtype == "bf16":
+            # autocast would cast every linear / conv weight to bf16 on *every* call (its cast cache
+            # only keeps tensors that require grad): ≈ 40 % of the bf16 forward on CPU.  Storing
+            # them in bf16 once gives the same numbers; norms, position embedding and tokens stay fp32.
+            for m in model.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d)):
+                    m.to(torch.bfloat16)
         self.vit = model.eval()
         self.num_prefix_tokens = int(model.num_prefix_tokens)
         self.embed_dim = int(model.embed_dim)

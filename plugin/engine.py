@@ -39,7 +39,8 @@ signal is an EWMA (α = ``PolicyConfig.alpha``) of the worker's busy time per sl
 the frame to handing its chunk to the sinks, plus a fill-in chunk if one was made — against the
 budget T; a *late* slot (on rung ``full`` the vision token missed its deadline, or the device
 underran after start-up) enters it as ``late_penalty`` × T.  (Stale frames the worker skipped are
-not a signal of their own: the slow slots that caused them already were.)  The EWMA restarts at each move, so that a rung is judged by its own slots.
+not a signal of their own: the slow slots that caused them already were.)  The EWMA restarts at
+each move, so that a rung is judged by its own slots.
 Climb one rung when the EWMA exceeds ``high`` × T (after at least ``settle_slots`` slots on the
 rung); descend one rung after ``hold_slots`` consecutive slots below ``low`` × T.  A
 rung abandoned within ``flap_s`` of having been entered doubles the hold (up to ``max_hold_slots``)
@@ -163,6 +164,7 @@ class PolicyConfig:
     start_rung: int = 0
     max_rung: int | None = None  # None: the whole ladder
     startup_slots: int = 15  # the first slots (device start, first steps) only feed the EWMA
+    auto_start: bool = True  # start on no-wait when the warm-up step shows that full cannot fit
     deadline_fraction: float = 0.8
 
     def __post_init__(self) -> None:
@@ -303,7 +305,7 @@ class EngineConfig:
     stall_timeout_s: float = 5.0
     warmup_steps: int = 3
     fill_in: bool = True
-    trim_window: int = 15
+    drift_window: int = 2 * CONTRACT.fps
     history_s: float = 600.0
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
@@ -317,8 +319,8 @@ class EngineConfig:
             raise EngineError(f"cfg (ω) must be a finite number ≥ 0 (1 = no guidance); got {self.cfg}")
         if not 0 <= self.cushion_ms <= 500:
             raise EngineError(f"cushion_ms must be between 0 and 500; got {self.cushion_ms}")
-        if self.queue_size < 1 or self.trim_window < 1 or self.warmup_steps < 0:
-            raise EngineError("queue_size ≥ 1, trim_window ≥ 1 and warmup_steps ≥ 0 are required")
+        if self.queue_size < 1 or self.drift_window < 2 or self.warmup_steps < 0:
+            raise EngineError("queue_size ≥ 1, drift_window ≥ 2 and warmup_steps ≥ 0 are required")
         if not self.sinks and not self.record:
             raise EngineError("no sink given: pass --sink device, --sink null or --record OUT.flac")
 
@@ -373,6 +375,12 @@ class _Series:
         p50, p95 = np.percentile(v, [50, 95])
         return {"n": self.n, "p50": round(float(p50), 2), "p95": round(float(p95), 2),
                 "max": round(float(self.max), 2), "mean": round(self.sum / self.n, 2)}
+
+
+def last_levels(ring: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The last ``k`` values written to ``ring`` (a circular buffer after ``n`` writes)."""
+    idx = np.arange(n - min(k, n, ring.size), n) % ring.size
+    return ring[idx]
 
 
 def rss_mb() -> float:
@@ -585,6 +593,7 @@ class LiveEngine:
         self._volume = config.volume
         self._sinks = None
         self._capture = None
+        self._stream_session = None
         self._device = None
         self._cur_index = 0
         self._source_name = config.source if source is None else getattr(source, "name", "?")
@@ -790,7 +799,8 @@ class LiveEngine:
                 _set_thread_torch_threads(cfg.audio_threads)
             gen = self._generator
             session = self._open_session(gen)
-            self._warm_up(session)
+            self._choose_start_rung(self._warm_up(session))
+            self._apply_rung(session)
             sinks = open_sinks(list(cfg.sinks), record=cfg.record, volume=self._volume,
                                blocksize=cfg.blocksize, prefill_frames=1, capacity_frames=cfg.capacity_frames)
             sinks.open()
@@ -820,8 +830,9 @@ class LiveEngine:
                     self._final_capture_stats = capture.stats()
                     capture.stop()
                 self._close_sinks(sinks)
-                if session is not None:
-                    session.__exit__(None, None, None)
+                if self._stream_session is not None:
+                    self._stream_session.__exit__(None, None, None)
+                    self._stream_session = None
                 self._capture = None
                 self._ready.set()
                 self._done.set()
@@ -844,6 +855,7 @@ class LiveEngine:
         cfg = self._cfg if self._cfg is not None else gen.cfg
         session = gen.stream(seed=self.config.seed, nfe=nfe, cfg=cfg, timing=True)
         session.__enter__()
+        self._stream_session = session  # closed by _run's finally (whichever model is current then)
         self._base_nfe, self._base_cfg = nfe, cfg
         rungs = build_ladder(nfe=nfe, cfg=cfg, valid_nfe=tuple(gen.valid_nfe))
         self._policy = DegradationPolicy(config=self.config.policy, rungs=rungs)
@@ -856,14 +868,36 @@ class LiveEngine:
         self._apply_rung(session)
         return session
 
-    def _warm_up(self, session) -> None:
-        """A few steps on a blank frame (the first steps of a model are slow), then a fresh stream."""
+    def _warm_up(self, session) -> tuple[float, float] | None:
+        """A few steps on a blank frame (the first steps of a model are slow), then a fresh stream.
+        Returns the last step's (vision ms, audio-path ms), or None without warm-up."""
         if self.config.warmup_steps <= 0:
-            return
+            return None
         blank = np.zeros((360, 640, 3), np.uint8)
         for _ in range(self.config.warmup_steps):
-            session.step_token(session.encode(blank))
+            t0 = time.perf_counter()
+            token = session.encode(blank)
+            t1 = time.perf_counter()
+            session.step_token(token)
+            t2 = time.perf_counter()
         session.reset()
+        return (t1 - t0) * 1000, (t2 - t1) * 1000
+
+    def _choose_start_rung(self, measured: tuple[float, float] | None) -> None:
+        """Start on ``no-wait`` rather than ``full`` when the warm-up step shows that waiting for
+        vision would not fit the frame (vision + audio path ≥ ``high`` × T)."""
+        policy = self._policy
+        if measured is None:
+            return
+        v_ms, a_ms = measured
+        self._v_ewma, self._a_ewma = v_ms, a_ms
+        c = self.config.policy
+        if not (c.enabled and c.auto_start) or policy.level != 0 or policy.top < 1:
+            return
+        if v_ms + a_ms >= c.high * FRAME_MS:
+            policy.level = 1
+            log.info("warm-up step: vision %.1f + audio path %.1f ms ≥ %.0f %% of a frame: starting on %s",
+                     v_ms, a_ms, 100 * c.high, policy.rung.name)
 
     def _apply_rung(self, session) -> None:
         rung = self._policy.rung
@@ -934,8 +968,8 @@ class LiveEngine:
             device.write(np.zeros((CONTRACT.channels, max(cushion, 1)), np.float32))
         limit = None if cfg.duration_s is None else max(1, round(cfg.duration_s * CONTRACT.fps))
         inbox = _Inbox(live=live)
-        dispatcher = threading.Thread(target=self._dispatch, args=(capture, inbox), name="livefoley-dispatch",
-                                      daemon=True)  # noqa: E501
+        dispatcher = threading.Thread(target=self._dispatch, args=(capture, inbox),
+                                      name="livefoley-dispatch", daemon=True)
         dispatcher.start()
         try:
             self._slots(session, sinks, device, inbox, live, cushion, hop, limit)
@@ -948,9 +982,15 @@ class LiveEngine:
     def _slots(self, session, sinks, device, inbox, live, cushion, hop, limit) -> None:
         cfg = self.config
         last_index: int | None = None
-        high_run = 0
         trim_next = False
         underruns_seen = 0
+        underrun_samples_seen = 0
+        # The ring-level ledger (samples above the level the stream started with): a skipped slot
+        # lowers it by a hop, an underrun raises it by the silence the device inserted; fill-ins and
+        # trims bring it back.  Measured levels only correct slow drifts (see the module docstring).
+        ledger = 0
+        levels = np.zeros(cfg.drift_window, np.float64)
+        n_levels = 0
         vision = self._vision_thread
         while True:
             session = self._apply_controls(session)
@@ -969,19 +1009,22 @@ class LiveEngine:
             self.counts["slots"] += 1 + gap
             self.counts["skipped_slots"] += gap
             slot = self.counts["slots"]
-            if device is not None and not live:
-                self._pace_to_device(device, cushion + hop)
-            if trim_next:
-                trim_next = False
-                self.counts["trimmed"] += 1
-                high_run = 0
-                continue
             late = False
             if device is not None:
-                u = device.stats()["underruns"]
-                if u > underruns_seen and self.counts["chunks"] >= CONTRACT.fps:  # after start-up
-                    late = True
-                underruns_seen = u
+                if not live:
+                    self._pace_to_device(device, cushion + hop)
+                dev = device.stats()
+                if dev["underruns"] > underruns_seen and self.counts["chunks"] >= CONTRACT.fps:
+                    late = True  # after start-up
+                # a deficit beyond two frames is forgiven: after a long stall, re-creating the lost
+                # audio chunk by chunk would only add work when the worker is already behind
+                ledger = max(ledger + dev["underrun_samples"] - underrun_samples_seen - gap * hop, -2 * hop)
+                underruns_seen, underrun_samples_seen = dev["underruns"], dev["underrun_samples"]
+            if trim_next:
+                trim_next = False
+                ledger -= hop
+                self.counts["trimmed"] += 1
+                continue
             policy = self._policy
             if self._token is None:  # a stream's first token is always waited for
                 while not vision.wait_for(frame.index, 0.25):
@@ -989,8 +1032,8 @@ class LiveEngine:
                         self._end_reason = "stopped"
                         return
             elif policy.rung.wait_for_vision and self._last_offer == frame.index:
-                if not vision.wait_for(frame.index, max(0.0, self._wait_budget_s(device, t_pick))):
-                    late = True
+                budget = max(0.0, self._wait_budget_s(device, t_pick))
+                late = not vision.wait_for(frame.index, budget) or late  # a missed deadline: late
             self._take_token()
             fresh = self._token_frame is not None and self._token_frame.index == frame.index
             self.counts["fresh_slots" if fresh else "stale_slots"] += 1
@@ -1000,17 +1043,25 @@ class LiveEngine:
             busy_ms = a_ms
             # ring level control (device only)
             if device is not None and device.started and ahead is not None:
-                if cfg.fill_in and ahead < cushion - hop // 2:
+                levels[n_levels % levels.size] = ahead
+                n_levels += 1
+                if n_levels % levels.size == 0:  # slow drifts: the median level of the last window
+                    excess = float(np.median(levels)) - (cushion + cfg.blocksize / 2)
+                    if abs(excess) > hop:
+                        ledger += int(math.copysign(hop, excess))
+                if cfg.fill_in and ledger <= -hop // 2 and ahead < cushion + hop:
                     chunk2, a2 = self._audio_step(session)
                     self._write(sinks, device, chunk2, None)
                     busy_ms += a2
+                    ledger += hop
                     self.counts["fill_ins"] += 1
-                    high_run = 0
-                elif ahead > cushion + (3 * hop) // 4:
-                    high_run += 1
-                    trim_next = high_run >= cfg.trim_window
-                else:
-                    high_run = 0
+                elif ledger >= (3 * hop) // 4:
+                    # An underrun raised the level only if the writes kept their pace; when it came
+                    # from slower writes (a heavier step), the ring is not high at all: no trim then.
+                    if n_levels >= 8 and float(np.min(last_levels(levels, n_levels, 8))) > cushion + hop // 2:
+                        trim_next = True
+                    else:
+                        ledger = 0
             if device is not None and self._underruns_startup is None and slot >= CONTRACT.fps:
                 self._underruns_startup = device.stats()["underruns"]
             if late:
@@ -1116,6 +1167,7 @@ class LiveEngine:
             new.check_nfe(nfe)
         self._vision_thread.quiesce()
         session.__exit__(None, None, None)
+        self._stream_session = None
         self._generator = new
         if nfe is not None:
             self._nfe = nfe

@@ -6,7 +6,9 @@
 Reports, for the ``tiny`` input size and 224×392 (``base``), fp32 and bf16 autocast:
 preprocessing of a 1280×720 frame, the DINOv2 forward, the aggregator, the whole streaming step
 (preprocess + DINOv2 + aggregator), and the bf16-vs-fp32 token difference; then the whole path at
-each candidate ``tiny`` input size.  Weights are the seeded stand-ins (no hub here): the timing is
+each candidate ``tiny`` input size (``--candidates``).  Wall-clock times are the median and 10th
+percentile on ``--threads`` threads; ``*_cpu_ms_1thread`` is the CPU time on one thread, which
+other work on shared cores barely affects.  Weights are the seeded stand-ins (no hub here): the timing is
 that of the real architecture, the token difference is that of the seeded weights.
 """
 
@@ -85,15 +87,35 @@ def median_ms(fn, repeats: int, warmup: int = 5) -> float:
 LOW: list[float] = []  # p10 of the latest median_ms calls
 
 
+def cpu_ms(fn, repeats: int, warmup: int = 3) -> float:
+    """Median CPU time (ms) of ``fn`` on ONE torch thread: hardly affected by other processes on
+    shared cores, so it shows the cost itself when wall-clock medians are inflated."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.thread_time()
+            fn()
+            times.append(time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return round(1e3 * statistics.median(times), 3)
+
+
 def with_low(ms: float) -> dict:
     return {"median": round(ms, 3), "p10": round(LOW[-1], 3)}
 
 
-def time_stream(tok: FrameTokenizer, frames: np.ndarray, repeats: int) -> float:
-    """Median ms of one streaming step (preprocess + DINOv2 + aggregator), cycling through frames."""
+def time_stream(tok: FrameTokenizer, frames: np.ndarray, repeats: int, *, cpu: bool = False) -> float:
+    """Median ms of one streaming step (preprocess + DINOv2 + aggregator), cycling through frames;
+    ``cpu``: single-thread CPU time instead of wall time."""
     counter = iter(range(10**9))
     with tok.streaming():
-        return median_ms(lambda: tok.step(frames[next(counter) % len(frames)]), repeats)
+        step = lambda: tok.step(frames[next(counter) % len(frames)])  # noqa: E731
+        return cpu_ms(step, max(5, repeats // 3)) if cpu else median_ms(step, repeats)
 
 
 def time_parts(tok: FrameTokenizer, frames: np.ndarray, repeats: int) -> dict:
@@ -105,8 +127,10 @@ def time_parts(tok: FrameTokenizer, frames: np.ndarray, repeats: int) -> dict:
     return {
         "preprocess_ms": with_low(median_ms(lambda: bb.preprocess([frames[0]], out=buf), repeats)),
         "dinov2_ms": with_low(median_ms(lambda: bb(images), repeats)),
+        "dinov2_cpu_ms_1thread": cpu_ms(lambda: bb(images), max(5, repeats // 3)),
         "aggregator_ms": with_low(median_ms(lambda: tok.tokens_from_grids(grid[None], prev), repeats)),
         "whole_step_ms": with_low(time_stream(tok, frames, repeats)),
+        "whole_step_cpu_ms_1thread": time_stream(tok, frames, repeats, cpu=True),
     }
 
 
@@ -136,7 +160,8 @@ def measure_candidate(size: tuple[int, int], frames: np.ndarray, repeats: int) -
     tok = FrameTokenizer(cfg, backbone=DinoBackbone(config=cfg))
     gh, gw = cfg.grid_size
     return {"input_size": list(size), "patch_tokens": cfg.patch_grid[0] * cfg.patch_grid[1],
-            "aggregator_tokens": gh * gw, "whole_step_bf16_ms": with_low(time_stream(tok, frames, repeats))}
+            "aggregator_tokens": gh * gw, "whole_step_bf16_ms": with_low(time_stream(tok, frames, repeats)),
+            "whole_step_bf16_cpu_ms_1thread": time_stream(tok, frames, repeats, cpu=True)}
 
 
 def main() -> int:

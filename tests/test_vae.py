@@ -29,6 +29,16 @@ TINY_WEIGHTS = SR_VAE_FIXTURES / "tiny_causal_weights.safetensors"
 HOP = CONTRACT.hop
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These small models run fastest on one intra-op thread (and far faster than two when other
+    work shares the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ref() -> dict[str, torch.Tensor]:
     return load_file(str(SR_VAE_FIXTURES / "tiny_causal_io.safetensors"))

@@ -132,9 +132,9 @@ class FeatureCache:
 
 def prepare(
     data: str | Path, out: str | Path, *, tokenizer: FrameTokenizer, vae: CausalVAE, val_fraction: float = 0.1,
-    batch_size: int = 32, device: torch.device | str = "cpu", progress: Callable | None = None,
+    batch_size: int = 32, device: torch.device | str = "cpu", progress: Callable[[int], object] | None = None,
 ) -> PrepareSummary:
-    """Cache every video under ``data`` into ``out`` (resumable).  Returns a summary."""
+    """Cache every video under ``data`` into ``out`` (resumable); ``progress(n)`` after every n frames."""
     from audio.io import read_audio
     from capture.file import iter_frames_30fps, probe_video
 
@@ -181,7 +181,7 @@ def prepare(
                 with torch.inference_mode():
                     grids_list.append(tokenizer.grids(np.stack([f.image for f in block])).to(torch.float16).cpu())
                 if progress:
-                    progress(len(block) / CONTRACT.fps)
+                    progress(len(block))  # frames
             if not grids_list:
                 raise LivefoleyError("no decodable video frames")
             grids = torch.cat(grids_list)

@@ -86,15 +86,15 @@ def run(args: argparse.Namespace) -> int:
             "useless for a real model; train one with `livefoley train vae`)")
     vae = load_cache_vae(config, args.vae, folder_vae).to(device).eval()
     tokenizer = FrameTokenizer(config.vision).to(device).eval()
-    total = 0.0
+    total = 0
     for path in find_videos(Path(args.data)):
         try:
-            total += probe_video(path).duration
+            total += probe_video(path).n_frames_30fps
         except LivefoleyError:  # reported per file by prepare() itself
             pass
-    with tqdm(total=round(total, 1), unit="s video", file=sys.stderr, dynamic_ncols=True) as bar, torch.inference_mode():
+    with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True) as bar, torch.inference_mode():
         summary = prepare(args.data, args.out, tokenizer=tokenizer, vae=vae, val_fraction=args.val_fraction,
-                          batch_size=args.batch_size, device=device, progress=lambda s: bar.update(round(s, 3)))
+                          batch_size=args.batch_size, device=device, progress=bar.update)
     report = summary.to_dict()
     if args.json:
         text = json.dumps(report, indent=2)

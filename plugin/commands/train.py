@@ -11,7 +11,7 @@ import argparse
 import json
 from collections.abc import Callable
 
-HELP = "train a model (vae now; the generator stages later)"
+HELP = "train the VAE, then the generator: stage1 (diffusion) and ect (consistency tuning)"
 
 
 # ---- train vae ---------------------------------------------------------------------------------
@@ -137,10 +137,129 @@ def _run_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- train stage1 / ect ------------------------------------------------------------------------
+
+_STAGE_DESCRIPTIONS = {
+    "stage1": """\
+Stage 1: train the generator (vision aggregator + causal transformer + diffusion head, jointly) with
+the EDM2 loss on a feature cache made by `livefoley prepare`.  Latent statistics are measured on the
+cache and stored with the weights.  RUN_DIR becomes a model folder (config.json, model.safetensors
+with the EMA weights, vae.safetensors) plus train.json (the fully resolved settings), log.jsonl,
+samples/step_*.wav, checkpoints/step_*/ and state/ (for --resume).  Under
+`torchrun --nproc_per_node N` the same command trains with DistributedDataParallel.
+
+examples:
+  livefoley train stage1 --cache cache/ --out runs/stage1 --steps 20000
+  torchrun --nproc_per_node 4 -m plugin.cli train stage1 --cache cache/ --out runs/stage1
+  livefoley train stage1 --cache cache/ --out runs/stage1 --resume --steps 40000""",
+    "ect": """\
+Stage 2: Easy Consistency Tuning of a stage-1 run (head and transformer together), so that the head
+samples in 1, 2 or 4 steps.  The result in RUN_DIR is the model folder every command accepts
+(`livefoley live --model RUN_DIR`, `generate`, `bench`, `eval`).
+
+examples:
+  livefoley train ect --init runs/stage1 --cache cache/ --out runs/ect --steps 10000
+  livefoley train ect --out runs/ect --resume --steps 20000""",
+}
+
+# flag → TrainConfig field
+_STAGE_FLAGS = ("steps", "batch_size", "lr", "warmup", "grad_clip", "ema_decay", "val_every", "sample_every",
+                "ckpt_every", "log_every", "seed", "ect_stage_interval")
+
+
+def _register_stage(name: str):
+    def register_stage(sub) -> None:
+        p = sub.add_parser(name, help="the generator, " + ("diffusion stage" if name == "stage1" else
+                                                          "consistency tuning (after stage1)"),
+                           description=_STAGE_DESCRIPTIONS[name], formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--cache", metavar="CACHE_DIR", help="feature cache from `livefoley prepare` (default on --resume: the run's)")
+        p.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder (created)")
+        if name == "ect":
+            p.add_argument("--init", metavar="STAGE1_RUN", help="the stage-1 run folder to start from")
+        else:
+            p.add_argument("--model-config", default="tiny", metavar="PRESET|FOLDER",
+                           help="model preset (tiny, base) or a model folder's config (default tiny)")
+        p.add_argument("--steps", type=int, help="total optimisation steps (default 10000)")
+        p.add_argument("--batch-size", type=int, help="global batch of clips (split across ranks; default 16)")
+        p.add_argument("--window-seconds", type=float, help="clip length in seconds (default 8)")
+        p.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-4)")
+        p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay (default 500)")
+        p.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 1.0)")
+        p.add_argument("--ema-decay", type=float, help="EMA decay of the exported weights (default 0.999)")
+        p.add_argument("--val-every", type=int, help="validation interval in steps (default 500)")
+        p.add_argument("--sample-every", type=int, help="audio sample interval in steps (default 1000)")
+        p.add_argument("--ckpt-every", type=int, help="checkpoint interval in steps (default 1000)")
+        p.add_argument("--log-every", type=int, help="log interval in steps (default 10)")
+        p.add_argument("--seed", type=int, help="seed for batches and noise (default 0)")
+        if name == "ect":
+            p.add_argument("--ect-stage-interval", type=int, help="steps per ECT stage: t − r halves each (default 2000)")
+        p.add_argument("--device", default="auto", help="cpu, cuda or auto (default; torchrun picks cuda:LOCAL_RANK)")
+        p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+
+    return register_stage
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from audio.contract import CONTRACT
+    from audio.errors import LivefoleyError
+    from model.config import GeneratorConfig
+    from model.training.trainer import TrainConfig, train
+    from plugin.commands.prepare import resolve_model_config
+
+    stage = "diffusion" if args.train_model == "stage1" else "consistency"
+    out = Path(args.out)
+    base: dict = {"stage": stage}
+    saved: dict = {}
+    if args.resume:
+        if not (out / "train.json").exists():
+            raise LivefoleyError(f"--resume: {out} has no train.json; start a new run without --resume")
+        saved = json.loads((out / "train.json").read_text())
+        base = saved["train"]
+    overrides = {f: getattr(args, f) for f in _STAGE_FLAGS if getattr(args, f, None) is not None}
+    if args.window_seconds is not None:
+        overrides["window_frames"] = max(1, round(args.window_seconds * CONTRACT.fps))
+    tc = TrainConfig(**{**base, **overrides, "stage": stage})
+    cache = args.cache or saved.get("cache")
+    if not cache:
+        raise LivefoleyError("--cache CACHE_DIR is required (a folder made by `livefoley prepare`)")
+    init = getattr(args, "init", None) or saved.get("init")
+    if saved:
+        model_config = GeneratorConfig.from_dict(saved["model"])
+    elif stage == "consistency":
+        if not init:
+            raise LivefoleyError("ECT starts from stage 1: pass --init STAGE1_RUN")
+        if not (Path(init) / "config.json").exists():
+            raise LivefoleyError(f"--init {init} is not a run folder of `livefoley train stage1` (no config.json)")
+        model_config = GeneratorConfig.from_dict(json.loads((Path(init) / "config.json").read_text()))
+    else:
+        model_config = resolve_model_config(args.model_config)[0]
+    run_dir = train(cache, out, model_config=model_config, tc=tc, init=init, resume=args.resume,
+                    device=args.device, progress=not args.no_progress)
+    summary = {"run_dir": str(run_dir), "train": dataclasses.asdict(tc)}
+    log_path = run_dir / "log.jsonl"
+    if log_path.exists():
+        records = [json.loads(line) for line in log_path.read_text().splitlines()]
+        summary["last"] = next((r for r in reversed(records) if "loss" in r), None)
+        summary["last_val"] = next((r for r in reversed(records) if "val_loss" in r), None)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        last = summary.get("last") or {}
+        print(f"trained {run_dir} ({stage}) to step {last.get('step')}: loss {last.get('loss', float('nan')):.4g}")
+    return 0
+
+
 # ---- the `train` command -----------------------------------------------------------------------
 
 TRAINERS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "vae": (_register_vae, _run_vae),
+    "stage1": (_register_stage("stage1"), _run_stage),
+    "ect": (_register_stage("ect"), _run_stage),
 }
 
 

@@ -1,0 +1,136 @@
+"""Feature caching and the two training stages, end to end on CPU (issue 4/9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from audio.contract import CONTRACT
+from audio.media import write_video
+from capture.file import probe_video
+from capture.synthetic import render_clip
+from model.generator import load_generator
+from plugin.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_FLAGS = ["--batch-size", "2", "--window-seconds", "0.5", "--log-every", "1", "--val-every", "2",
+               "--sample-every", "4", "--ckpt-every", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Two synthetic-world clips, a clip without audio, a corrupt file and a non-video file."""
+    root = tmp_path_factory.mktemp("data")
+    for seed in (1, 2):
+        frames, audio, _ = render_clip(seed, 1.5, width=160, height=90)
+        write_video(root / f"clip{seed}.mp4", list(frames), fps=CONTRACT.fps, audio=audio)
+    frames, _, _ = render_clip(3, 1.0, width=160, height=90)
+    write_video(root / "silent.mp4", list(frames), fps=CONTRACT.fps, audio=None)
+    good = (root / "clip1.mp4").read_bytes()
+    (root / "sub").mkdir()
+    (root / "sub" / "broken.mkv").write_bytes(b"\x1a\x45\xdf\xa3" + os.urandom(4000))
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (root / "notes.txt").write_text("not a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cache") / "cache"
+    assert main(["prepare", "--data", str(data), "--out", str(out), "--json", str(out.parent / "s.json")]) == 0
+    return out
+
+
+def test_prepare_caches_clips_and_reports_skipped_files(data, cache):
+    summary = json.loads((cache.parent / "s.json").read_text())
+    assert summary["prepared_files"] == 2
+    skipped = summary["skipped"]
+    assert set(skipped) == {"silent.mp4", "sub/broken.mkv", "truncated.mp4"}
+    assert "no audio" in skipped["silent.mp4"]
+    index = json.loads((cache / "cache.json").read_text())
+    assert set(index["files"]) == {"clip1.mp4", "clip2.mp4"}
+    assert {e["split"] for e in index["files"].values()} == {"train", "val"}  # split by file
+    entry = index["files"]["clip1.mp4"]
+    shard = load_file(str(cache / "shards" / entry["shard"]))
+    n = probe_video(data / "clip1.mp4").n_frames_30fps
+    assert entry["frames"] == n == 45
+    gh, gw = index["vision"]["input_size"][0] // 28, index["vision"]["input_size"][1] // 28
+    assert shard["grids"].shape == (n, gh, gw, 384) and str(shard["grids"].dtype) == "torch.float16"
+    assert shard["latents"].shape == (n, CONTRACT.latent_dim)
+    assert (cache / "vae.safetensors").exists()
+
+
+def test_prepare_is_resumable_and_never_trusts_a_partial_shard(data, cache, capsys):
+    stale = cache / "shards" / "deadbeef.safetensors.partial"
+    stale.write_bytes(b"half a shard")
+    assert main(["prepare", "--data", str(data), "--out", str(cache), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prepared_files"] == 0 and summary["reused_files"] == 2
+    assert not stale.exists()
+    os.utime(data / "clip2.mp4", ns=(1, 1))  # a changed file is prepared again
+    assert main(["prepare", "--data", str(data), "--out", str(cache), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prepared_files"] == 1 and summary["reused_files"] == 1
+
+
+def test_two_stages_end_to_end_and_the_result_loads_and_generates(cache, tmp_path):
+    s1, ect = tmp_path / "stage1", tmp_path / "ect"
+    assert main(["train", "stage1", "--cache", str(cache), "--out", str(s1), "--steps", "4", *TRAIN_FLAGS]) == 0
+    log = [json.loads(x) for x in (s1 / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert any("val_loss" in r for r in log)
+    assert (s1 / "samples" / "step_0000004.wav").exists()
+    assert (s1 / "checkpoints" / "step_0000002" / "model.safetensors").exists()
+    resolved = json.loads((s1 / "train.json").read_text())
+    assert resolved["train"]["stage"] == "diffusion" and resolved["model"]["stage"] == "diffusion"
+    assert main(["train", "ect", "--init", str(s1), "--cache", str(cache), "--out", str(ect), "--steps", "2",
+                 *TRAIN_FLAGS]) == 0
+    gen = load_generator(ect, device="cpu")
+    assert gen.config.stage == "consistency" and gen.valid_nfe == (1, 2, 4)
+    stats = load_file(str(ect / "model.safetensors"))
+    assert stats["latent_std"].min() > 0 and not np.allclose(stats["latent_std"].numpy(), 1.0)
+    frames, _, _ = render_clip(5, 0.3, width=160, height=90)
+    audio = gen.generate(list(frames), nfe=2)
+    assert audio.shape == (2, len(frames) * CONTRACT.hop) and np.isfinite(audio).all()
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(cache, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(["train", "stage1", "--cache", str(cache), "--out", str(whole), "--steps", "4", *TRAIN_FLAGS]) == 0
+    assert main(["train", "stage1", "--cache", str(cache), "--out", str(parts), "--steps", "2", *TRAIN_FLAGS]) == 0
+    assert main(["train", "stage1", "--out", str(parts), "--resume", "--steps", "4", "--no-progress"]) == 0
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(parts / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=k)
+    # an existing run is never overwritten without --resume
+    assert main(["train", "stage1", "--cache", str(cache), "--out", str(whole), "--steps", "4", *TRAIN_FLAGS]) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_cpu_processes_train_with_ddp_and_gloo(cache, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "plugin.cli", "-q", "train", "stage1", "--cache", str(cache),
+           "--out", str(out), "--steps", "2", "--device", "cpu", *TRAIN_FLAGS]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    resolved = json.loads((out / "train.json").read_text())
+    assert resolved["world_size"] == 2
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]  # only rank 0 writes
+    load_generator(out, device="cpu")

@@ -148,8 +148,10 @@ class Generator:
         chunks: list[np.ndarray] = []
         with self.stream(seed=seed, nfe=nfe, cfg=cfg, timing=False) as session:
             for tokens in self.tokenize(frames, batch_size=batch_size):
-                for v in tokens:
-                    chunks.append(session.step_token(v))
+                # only the latent is fed back, so the VAE decodes the whole block in one call
+                # (the streaming decoder gives the same samples for any chunking)
+                latents = torch.cat([session.latent(v) for v in tokens])
+                chunks.append(session.decode(latents))
                 if progress is not None:
                     progress(len(tokens))
         if not chunks:
@@ -234,7 +236,7 @@ class StreamSession:
         self.clock.start()
         v = self.encode(frame)
         self.clock.lap("vision")
-        return self._step(v, timed=True)
+        return self.decode(self.latent(v))
 
     def encode(self, frame) -> Tensor:
         """Vision only: RGB uint8 (H, W, 3) frame (or capture.Frame) → its token (d_token,), for
@@ -248,10 +250,11 @@ class StreamSession:
     def step_token(self, v_token: Tensor) -> np.ndarray:
         """Same as :meth:`step` for an already computed vision token (d_token,)."""
         self.clock.start()
-        return self._step(v_token, timed=False)
+        return self.decode(self.latent(v_token))
 
     @torch.inference_mode()
-    def _step(self, v_token: Tensor, *, timed: bool) -> np.ndarray:
+    def latent(self, v_token: Tensor) -> Tensor:
+        """Steps 1–4 of Algorithm 3: vision token → the frame's normalised latent x_i (1, 64)."""
         m = self.gen.model
         if self.pending is not None:  # 1. feed x_{i-1}
             self.z_a = m.transformer.step(m.audio_in(self.pending).view(1, 1, -1))[:, 0]
@@ -264,10 +267,15 @@ class StreamSession:
         x = m.head.sample(torch.cat((self.z_a, z_v), dim=-1), nfe=self.nfe, noise=noise)  # 4. (1, 64)
         self.pending = x
         self.clock.lap("head")
-        wav = self.gen.vae.decode(m.denormalize(x)[:, :, None])  # 5. (1, 2, 1600)
+        self.frames += 1
+        return x
+
+    @torch.inference_mode()
+    def decode(self, latents: Tensor) -> np.ndarray:
+        """Step 5: normalised latents (T, 64) in stream order → float32 audio (2, 1600·T)."""
+        wav = self.gen.vae.decode(self.gen.model.denormalize(latents).T[None])  # (1, 2, 1600·T)
         out = wav[0].float().cpu().numpy()
         self.clock.lap("vae")
-        self.frames += 1
         return out
 
 
@@ -339,7 +347,9 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
         log.warning("model preset %r has seeded, untrained weights: output is not meaningful audio", name)
         config = model_preset(name)
         model = build_model(config)
-        vae = load_vae(config.vae)
+        with torch.random.fork_rng(devices=[]):  # the untrained VAE is reproducible too
+            torch.manual_seed(config.init_seed + 1)
+            vae = load_vae(config.vae)
     else:
         cfg_path = folder / "config.json"
         if not cfg_path.exists():

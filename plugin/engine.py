@@ -134,17 +134,18 @@ class Rung:
 def build_ladder(*, nfe: int, cfg: float, valid_nfe: tuple[int, ...]) -> list[Rung]:
     """The rungs for a model configured with ``nfe`` / ``cfg`` (see the module docstring);
     rungs that would change nothing are left out."""
-    rungs = [Rung("full", True), Rung("no-wait", False)]
+    rungs = [Rung("full", True)]
     low_nfe: int | None = None
     if valid_nfe and nfe > min(valid_nfe):
         low_nfe = min(valid_nfe)
-        rungs.append(Rung(f"nfe-{low_nfe}", False, nfe=low_nfe))
-    rungs.append(Rung("vision/2", False, nfe=low_nfe, vision_every=2))
+        rungs.append(Rung(f"nfe-{low_nfe}", True, nfe=low_nfe))
+    rungs.append(Rung("vision/2", True, nfe=low_nfe, vision_every=2))
     no_cfg = 1.0 if cfg != 1.0 else None
     if no_cfg is not None:
-        rungs.append(Rung("cfg-off", False, nfe=low_nfe, cfg=no_cfg, vision_every=2))
-    rungs.append(Rung("vision/4", False, nfe=low_nfe, cfg=no_cfg, vision_every=4))
-    rungs.append(Rung("vision/8", False, nfe=low_nfe, cfg=no_cfg, vision_every=8))
+        rungs.append(Rung("cfg-off", True, nfe=low_nfe, cfg=no_cfg, vision_every=2))
+    rungs.append(Rung("vision/4", True, nfe=low_nfe, cfg=no_cfg, vision_every=4))
+    rungs.append(Rung("vision/8", True, nfe=low_nfe, cfg=no_cfg, vision_every=8))
+    rungs.append(Rung("no-wait", False, nfe=low_nfe, cfg=no_cfg, vision_every=1))
     return rungs
 
 
@@ -165,7 +166,9 @@ class PolicyConfig:
     max_rung: int | None = None  # None: the whole ladder
     startup_slots: int = 15  # the first slots (device start, first steps) only feed the EWMA
     auto_start: bool = True  # start on no-wait when the warm-up step shows that full cannot fit
-    deadline_fraction: float = 0.8
+    deadline_fraction: float = 0.95
+    miss_alpha: float = 0.25  # EWMA of vision-deadline misses; above miss_limit: go to no-wait
+    miss_limit: float = 0.75
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
@@ -204,11 +207,12 @@ class DegradationPolicy:
     def rung(self) -> Rung:
         return self.rungs[self.level]
 
-    def observe(self, compute_ms: float, *, late: bool = False, full_ms: float | None = None) -> Rung | None:
+    def observe(self, compute_ms: float, *, late: bool = False, predict=None) -> Rung | None:
         """Feed one slot; returns the new rung when the level changed, else None.
 
-        ``full_ms``: the predicted time of a synchronous full step (vision + audio path), used to
-        decide whether stepping back down to rung 0 (which waits for vision) can fit."""
+        ``predict(rung) -> ms | None``: the expected compute per slot on a rung (from the measured
+        vision and audio-path times); a step down is taken only when the rung below is predicted to
+        fit (< ``high`` × T), so a rung that cannot work is not tried again and again."""
         c = self.config
         self._slot += 1
         self._since_change += 1
@@ -232,10 +236,15 @@ class DegradationPolicy:
         if self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
             self.hold = c.hold_slots  # a level that held for 30 s resets the back-off
         if self.level > 0 and self._below >= self.hold:
-            if self.level == 1 and full_ms is not None and full_ms >= c.high * FRAME_MS:
-                return None  # waiting for vision would not fit: stay pipelined
+            expected = None if predict is None else predict(self.rungs[self.level - 1])
+            if expected is not None and expected >= c.high * FRAME_MS:
+                return None  # the rung below would not fit
             return self._move(-1)
         return None
+
+    def jump(self, level: int) -> Rung:
+        """Go straight to ``level`` (counted as one change, with the same back-off as a climb)."""
+        return self._move(min(level, self.top) - self.level)
 
     def _move(self, step: int) -> Rung:
         self.level += step
@@ -865,6 +874,7 @@ class LiveEngine:
         self._last_offer = -(10**9)
         self._v_ewma: float | None = None
         self._a_ewma: float | None = None
+        self._miss_ewma = 0.0
         self._apply_rung(session)
         return session
 
@@ -883,21 +893,35 @@ class LiveEngine:
         session.reset()
         return (t1 - t0) * 1000, (t2 - t1) * 1000
 
+    def _predict(self, rung: Rung) -> float | None:
+        """Expected compute per slot on ``rung``: the audio path plus, on rungs that wait for vision,
+        the vision time spread over ``vision_every`` slots (NFE / ω changes are not modelled)."""
+        if self._v_ewma is None or self._a_ewma is None:
+            return None
+        if not rung.wait_for_vision:
+            return self._a_ewma
+        if self._v_ewma + self._a_ewma >= self.config.policy.deadline_fraction * FRAME_MS:
+            return math.inf  # the token could never be waited for within a frame
+        return self._a_ewma + self._v_ewma / rung.vision_every
+
     def _choose_start_rung(self, measured: tuple[float, float] | None) -> None:
-        """Start on ``no-wait`` rather than ``full`` when the warm-up step shows that waiting for
-        vision would not fit the frame (vision + audio path ≥ ``high`` × T)."""
+        """Start on the first rung predicted to fit (< ``high`` × T) by the warm-up step's vision and
+        audio-path times, instead of climbing there through a second of late slots."""
         policy = self._policy
         if measured is None:
             return
-        v_ms, a_ms = measured
-        self._v_ewma, self._a_ewma = v_ms, a_ms
+        self._v_ewma, self._a_ewma = measured
         c = self.config.policy
-        if not (c.enabled and c.auto_start) or policy.level != 0 or policy.top < 1:
+        if not (c.enabled and c.auto_start) or policy.level != 0:
             return
-        if v_ms + a_ms >= c.high * FRAME_MS:
-            policy.level = 1
-            log.info("warm-up step: vision %.1f + audio path %.1f ms ≥ %.0f %% of a frame: starting on %s",
-                     v_ms, a_ms, 100 * c.high, policy.rung.name)
+        for level in range(policy.top + 1):
+            expected = self._predict(policy.rungs[level])
+            if expected is not None and expected < c.high * FRAME_MS:
+                break
+        policy.level = level
+        if level:
+            log.info("warm-up step: vision %.1f ms, audio path %.1f ms: starting on rung %s",
+                     *measured, policy.rung.name)
 
     def _apply_rung(self, session) -> None:
         rung = self._policy.rung
@@ -947,15 +971,16 @@ class LiveEngine:
             inbox.close()
 
     def _wait_budget_s(self, device, t_pick: float) -> float:
-        """How long (from now) rung ``full`` may wait for the current frame's token: until the device
-        ring would run down to one block plus the audio path's time, or, without a device, until
-        ``deadline_fraction`` of the frame period minus the audio path's time has passed."""
+        """How long (from now) a waiting rung may wait for the current frame's token: until
+        ``deadline_fraction`` of the frame period minus the audio path's time has passed since the
+        frame was taken (so that waiting never makes the worker miss the next frame), and never so
+        long that the device ring would run down to one block before the chunk is written."""
         a_s = (self._a_ewma or 0.0) / 1000
+        budget = t_pick + self.config.policy.deadline_fraction * FRAME_S - a_s - time.monotonic()
         if device is not None and device.started:
             ahead = device.delay_s - device.latency_s
-            margin = 0.25 * FRAME_S
-            return ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - margin
-        return t_pick + self.config.policy.deadline_fraction * FRAME_S - a_s - time.monotonic()
+            budget = min(budget, ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - 0.25 * FRAME_S)
+        return budget
 
     def _loop(self, session, sinks, capture) -> None:
         cfg = self.config
@@ -1033,7 +1058,10 @@ class LiveEngine:
                         return
             elif policy.rung.wait_for_vision and self._last_offer == frame.index:
                 budget = max(0.0, self._wait_budget_s(device, t_pick))
-                late = not vision.wait_for(frame.index, budget) or late  # a missed deadline: late
+                missed = not vision.wait_for(frame.index, budget)
+                late = late or missed
+                a = cfg.policy.miss_alpha
+                self._miss_ewma = (1 - a) * self._miss_ewma + a * float(missed)
             self._take_token()
             fresh = self._token_frame is not None and self._token_frame.index == frame.index
             self.counts["fresh_slots" if fresh else "stale_slots"] += 1
@@ -1066,8 +1094,14 @@ class LiveEngine:
                 self._underruns_startup = device.stats()["underruns"]
             if late:
                 self.counts["late_slots"] += 1
-            full_ms = None if self._v_ewma is None else self._v_ewma + (self._a_ewma or 0.0)
-            if policy.observe(busy_ms, late=late, full_ms=full_ms) is not None:
+            if (cfg.policy.enabled and policy.rung.wait_for_vision and self._miss_ewma > cfg.policy.miss_limit
+                    and policy.level < policy.top and not policy.rungs[policy.top].wait_for_vision):
+                # vision keeps missing its deadline: waiting for it only delays the audio; pipeline it
+                policy.jump(policy.top)
+                self._miss_ewma = 0.0
+                log.info("degradation: vision misses its deadline; rung %s after %d slots", policy.rung.name, slot)
+                self._apply_rung(session)
+            elif policy.observe(busy_ms, late=late, predict=self._predict) is not None:
                 log.info("degradation: rung %s after %d slots", policy.rung.name, slot)
                 self._apply_rung(session)
             if slot % 300 == 0:

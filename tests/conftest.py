@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+# One OpenMP thread per process: the suite runs CLIs in subprocesses beside pytest on 2 cores, and
+# oversubscribed OpenMP threads busy-wait each other into 10-20x slowdowns (measured).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 SR_VAE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sr_vae"
 
 

@@ -39,8 +39,8 @@ output starts at the key frame at or before --start (and, with B-frames, may end
 after --start + --duration); the track covers exactly the copied video.  .wav/.flac outputs use
 the window as given.
 
-Speed: decoding runs on its own thread; the vision encoder sees frames in batches of
---batch-size; the transformer, diffusion head and VAE run frame by frame, as live.  A progress bar
+Speed: decoding and the vision encoder (batches of --batch-size frames) run on their own threads,
+ahead of the transformer, diffusion head and VAE, which go frame by frame as live.  A progress bar
 (on stderr) shows frames, speed as a multiple of real time and the time left.
 
 Exit status: 0 when every input worked, else the number of inputs that failed (at most 125);

@@ -40,7 +40,6 @@ from model.reactor import SoundReactor
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
-COMPONENTS = ("vision", "transformer", "head", "vae")
 
 
 class CheckpointError(LivefoleyError):
@@ -168,7 +167,8 @@ class StepStats:
 
     @property
     def token_ms(self) -> float:
-        return sum(self.ms.get(k, 0.0) for k in ("vision", "transformer", "head"))
+        """From feeding x_{i-1} until x_i exists, including encoding frame i (the paper's token level)."""
+        return sum(v for k, v in self.ms.items() if k != "vae")
 
     @property
     def waveform_ms(self) -> float:
@@ -234,8 +234,8 @@ class StreamSession:
     def step(self, frame) -> np.ndarray:
         """RGB uint8 (H, W, 3) frame (or capture.Frame) → float32 audio (2, 1600)."""
         self.clock.start()
-        v = self.encode(frame)
-        self.clock.lap("vision")
+        with torch.inference_mode():
+            v = self.gen.model.tokenizer.step(_as_rgb(frame), lap=self.clock.lap)
         return self.decode(self.latent(v))
 
     def encode(self, frame) -> Tensor:
@@ -322,9 +322,15 @@ def build_model(config: GeneratorConfig) -> SoundReactor:
         return SoundReactor(config)
 
 
-def load_generator(name_or_path: str | Path = "default", device: str | torch.device = "auto") -> Generator:
+def _with_vision_dtype(config: GeneratorConfig, dtype: str | None) -> GeneratorConfig:
+    return config if dtype is None else config.replace(vision=config.vision.replace(dtype=dtype))
+
+
+def load_generator(name_or_path: str | Path = "default", device: str | torch.device = "auto", *,
+                   vision_dtype: str | None = None) -> Generator:
     """A model by preset name (``tiny``, ``base``: seeded, untrained weights), ``default`` (the
-    model shipped with the package) or a model folder (``config.json`` + safetensors)."""
+    model shipped with the package) or a model folder (``config.json`` + safetensors).
+    ``vision_dtype`` ("fp32" / "bf16") overrides the DINOv2 compute dtype recorded in the config."""
     dev = resolve_device(device)
     name = str(name_or_path)
     if name == "default":
@@ -345,7 +351,7 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
             )
     if folder is None:
         log.warning("model preset %r has seeded, untrained weights: output is not meaningful audio", name)
-        config = model_preset(name)
+        config = _with_vision_dtype(model_preset(name), vision_dtype)
         model = build_model(config)
         with torch.random.fork_rng(devices=[]):  # the untrained VAE is reproducible too
             torch.manual_seed(config.init_seed + 1)
@@ -356,7 +362,7 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
             raise CheckpointError(f"{folder} has no config.json; a model folder holds config.json + "
                                   "model.safetensors + vae.safetensors")
         try:
-            config = GeneratorConfig.from_dict(json.loads(cfg_path.read_text()))
+            config = _with_vision_dtype(GeneratorConfig.from_dict(json.loads(cfg_path.read_text())), vision_dtype)
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{cfg_path} is not valid JSON ({err})") from err
         model = build_model(config)

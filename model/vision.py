@@ -62,7 +62,7 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -673,15 +673,23 @@ class FrameTokenizer(nn.Module):
             raise RuntimeError("reset_streaming() outside `with tokenizer.streaming():`")
         self._stream.has_prev = False
 
-    def step(self, frame) -> Tensor:
-        """One RGB uint8 (H, W, 3) frame → its token (d_token,)."""
+    def step(self, frame, *, lap: Callable[[str], None] | None = None) -> Tensor:
+        """One RGB uint8 (H, W, 3) frame → its token (d_token,).  ``lap(name)`` (a timing hook, e.g.
+        the generator's clock) is called after "preprocess", "dinov2" and "aggregator"."""
         st = self._stream
         if st is None:
             raise RuntimeError("step() outside `with tokenizer.streaming():`")
         if st.prev_grid.device != self.backbone.device:  # moved with .to() while streaming
             st.prev_grid = st.prev_grid.to(self.backbone.device)
-        grid = self.backbone(self.backbone.preprocess([frame], out=st.image))  # (1, gh, gw, C)
+        image = self.backbone.preprocess([frame], out=st.image)
+        if lap:
+            lap("preprocess")
+        grid = self.backbone(image)  # (1, gh, gw, C)
+        if lap:
+            lap("dinov2")
         token = self.tokens_from_grids(grid[None], st.prev_grid[None] if st.has_prev else None)  # (1, 1, d)
+        if lap:
+            lap("aggregator")
         st.prev_grid.copy_(grid[0])
         st.has_prev = True
         return token[0, 0]

@@ -2,89 +2,100 @@
 
 ::
 
-    CaptureThread ──► worker thread (owns the StreamSession and the sinks) ──► MultiSink
-    (30-fps slots,      │  per slot: freshest frame → vision token → step_token → write      (device ring,
-     drops stalest)     └► vision thread: session.encode(frame) → token (runs beside the       file, null)
-                           worker's audio step; at most one frame in flight)
+    CaptureThread ─► dispatcher ─► inbox ─► worker thread ──────────────────────────► MultiSink
+    (30-fps slots,   │ (offers each frame       (owns the StreamSession and the sinks;  (device ring,
+     drops stalest)  │  on arrival)              per slot: freshest frame → token →      file, null)
+                     └─► vision thread           step_token → write)
+                         session.encode(freshest offered frame) → newest token
 
-**Per slot** (one frame period T = 33.3 ms): the worker takes the *freshest* frame the capture
-thread has (stale frames queued behind it are dropped, so lag never grows), hands it to the vision
-thread if that thread is idle, waits for its token until the slot's deadline (rung ``full`` only),
-then turns the newest token it has into audio with ``session.step_token`` (transformer + head +
-VAE, the *audio path*) and writes the (2, 1600) chunk to every sink.  When the token of the current
-frame is not ready in time, the previous token is reused: the slot still gets its chunk, from the
-model, continuous with the last one (the VAE's causal state carries on), never silence.  The sound
-of a reused token follows the picture of the frame that token came from; glass-to-ear latency is
-measured from *that* frame's capture time, so staleness shows up in the latency figures.
+**Per slot** (one frame period T = 33.3 ms): the worker takes the *freshest* frame (stale frames
+queued behind it are skipped, so lag never grows), waits — on the waiting rungs, and only until a
+deadline — for the vision thread's token of that frame, turns the newest token it has into audio
+with ``session.step_token`` (transformer + head + VAE: the *audio path*) and writes the (2, 1600)
+chunk to every sink.  A frame whose token is not ready in time (or that the vision cadence of the
+rung skips) gets its chunk from the previous token: from the model, continuous with the last
+chunk (the VAE's causal state carries on), never silence.  The sound of a reused token follows the
+picture that token came from, so glass-to-ear latency is measured from *that* frame's capture time
+and staleness shows in the figures.  The wait deadline: ``deadline_fraction`` × T after the frame
+was taken, minus the expected audio-path time (waiting never makes the worker miss the next frame),
+and never so long that the device ring would run down to one block before the chunk is written.
 
-**Keeping the device fed without growing lag** (device sinks).  The sink starts playing once it
-holds one frame plus ``cushion_ms`` of silence written ahead of the first chunk (a fractional
-prefill: the ring then holds about ``cushion_ms`` when each new chunk arrives, plus up to one device
-block).  After the worker has been late it finds several frames queued; it keeps only the newest,
-and the skipped slots get no audio — lag stays bounded, the ring runs lower.  Two corrections keep
-the ring level near the cushion:
+**Keeping the device fed, lag bounded** (device sinks).  ``cushion_ms`` of silence is written ahead
+of the first chunk and the sink starts with that chunk (a fractional prefill: the ring then holds
+about the cushion, plus up to one device block, when each new chunk arrives).  The level changes
+for good only through discrete events, which a *ledger* counts exactly: a skipped slot takes a hop
+out (its chunk was never written), an underrun puts the silence the device inserted in (the audio
+after it is that much later).  A deficit of half a hop or more is made good by a *fill-in* — one
+more chunk from the same token, written right after the slot's own (a repeated frame, as the
+capture resampler does for slow sources); a surplus of ¾ hop by a *trim* — the next slot is not
+generated at all, which keeps the waveform continuous (the model never sees that frame), unlike
+dropping audio already made.  A trim needs the measured level to agree (an underrun caused by
+slower writes — a heavier step — leaves no surplus); a deficit beyond two hops is forgiven (after a
+long stall, re-creating the lost audio would only add work to a late worker).  Every
+``drift_window`` slots the median measured level is compared with the cushion and a hop is
+added to / taken from the ledger when they differ by more than a hop: slow clock drift between
+the capture and the sound card, and the shift of the write phase when the rung changes.
 
-* *fill-in*: if, after a write, the ring holds less than ``cushion − hop/2`` samples, one more chunk
-  is generated right away from the same token (a repeated frame, as the capture resampler does
-  for slow sources) so that the device does not starve;
-* *trim*: if the ring has held more than ``cushion + hop`` at every write of the last
-  ``trim_window`` slots (after an underrun, the silence the device inserted pushed the audio
-  later; or the capture and sound-card clocks drift apart), the next slot is not generated at all.
-  Skipping a slot *before* generation keeps the waveform continuous (the model simply never saw
-  that frame), unlike dropping audio that was already generated.
-
-**Degradation policy** (:class:`DegradationPolicy`).  A ladder of rungs, each cheaper than the one
+**Degradation policy** (:class:`DegradationPolicy`): a ladder of rungs, each cheaper than the one
 before, climbed when the worker falls behind and descended with hysteresis when it has room.  The
-signal is an EWMA (α = ``PolicyConfig.alpha``) of the worker's busy time per slot — from taking
-the frame to handing its chunk to the sinks, plus a fill-in chunk if one was made — against the
-budget T; a *late* slot (on rung ``full`` the vision token missed its deadline, or the device
-underran after start-up) enters it as ``late_penalty`` × T.  (Stale frames the worker skipped are
-not a signal of their own: the slow slots that caused them already were.)  The EWMA restarts at
-each move, so that a rung is judged by its own slots.
-Climb one rung when the EWMA exceeds ``high`` × T (after at least ``settle_slots`` slots on the
-rung); descend one rung after ``hold_slots`` consecutive slots below ``low`` × T.  A
-rung abandoned within ``flap_s`` of having been entered doubles the hold (up to ``max_hold_slots``)
-— exponential back-off, so the ladder cannot oscillate quickly; back down to ``full`` only when
-the measured vision + audio times predict it fits (``V + A < high·T``), the vision time being
-measured on every rung.  Rungs that would change nothing (NFE already minimal, ω already 1) are
-left out.  The ladder, in order:
+signal is an EWMA (α = ``alpha``) of the worker's time per slot — from taking the frame to handing
+its chunk to the sinks (the vision wait included), plus a fill-in if one was made — against the
+budget T; a *late* slot (the vision deadline was missed, or the device underran after start-up)
+enters it as ``late_penalty`` × T.  It restarts at each move, so that a rung is judged by its own
+slots.  Climb one rung when the EWMA exceeds ``high`` × T (after ``settle_slots`` on the rung);
+descend after ``hold_slots`` consecutive slots below ``low`` × T, and only when the rung below is
+predicted to fit (vision and audio-path times are measured on every rung: a waiting rung costs
+``A + V/k`` per slot, and cannot work at all when ``V + A`` exceeds the wait deadline).  A rung
+left upwards within ``flap_s`` of being entered doubles the hold (up to ``max_hold_slots``), so
+the ladder cannot oscillate.  When the vision deadline keeps being missed (EWMA of misses above
+``miss_limit``), waiting is pointless: the policy jumps to ``no-wait``.  The start rung is the first
+one the warm-up step predicts to fit (``auto_start``).  Rungs that change nothing (NFE already the
+smallest, ω already 1) are left out.  The ladder:
 
 =============  ===================================================================================
-``full``       the configured NFE and ω; the vision token of the current frame is waited for until
-               the deadline (pick-up + ``deadline_fraction``·T − expected audio-path time)
-``no-wait``    the audio path never waits: it uses the newest token already finished (vision is
-               pipelined one frame or more behind; sync may slip by a frame)
+``full``       the configured NFE and ω; every frame is encoded and its token waited for
 ``nfe-N``      the smallest NFE the model supports
-``vision/2``   a frame is handed to the vision thread at most every 2nd slot (frees CPU for the
-               audio path; the token is reused in between)
+``vision/2``   only every 2nd frame is encoded (and waited for); the others reuse its token
 ``cfg-off``    ω = 1: one transformer branch instead of two (guidance lost)
-``vision/4``   … every 4th slot
-``vision/8``   … every 8th slot (the last rung)
+``vision/4``   … every 4th frame
+``vision/8``   … every 8th frame
+``no-wait``    every frame is offered to the vision thread, which runs beside the audio path; the
+               audio path never waits and uses the newest token (vision pipelined, ≥ 1 frame old)
 =============  ===================================================================================
 
-Measured on the shared 2-core build machine (``tiny`` preset, 2 CPU threads, synthetic 640×360
-frames, ms per frame, p50 — the cores were shared with other jobs, so treat the ratios, not the
-absolute values, as the result): full synchronous step ≈ vision 65 % + transformer 20 % + VAE
-8 % + head 2 %; dropping CFG saves ≈ 25 % of the transformer (3 % of the step); the reuse path
-(``step_token``, no vision) costs ≈ 20–25 % of a full step.  Hence vision is what to shed first
-(``no-wait``, then ``vision/k``); NFE (already 1 for ``tiny``) and CFG are small levers.  See
-``scripts``-free re-measurement: ``livefoley live --source synthetic --sink null --duration 60
---model tiny --threads 2 --json`` prints per-rung time and the vision / audio-path costs.
+Why this order (measured with the ``tiny`` preset on the 2-core build machine, one torch thread
+each for the audio path and vision, the engine at nice −10 while other jobs shared the cores):
+a full step costs vision ≈ 20 ms + audio path ≈ 9 ms (transformer 7.5, head 1.3, VAE 2.6) — just
+under T, with no room for jitter; the audio path alone (the token reused) ≈ 9 ms; dropping CFG
+saves ≈ 2.5 ms of it.  Vision is what to shed, but *not* by running it beside the audio path:
+on two cores, and with many small ops contending for the GIL, encoding concurrently slowed the
+audio path from 9 to 24–39 ms and vision from 20 to 43–63 ms (``no-wait`` measured g2e p50 150
+ms vs 121 ms for ``vision/2``).  So cadence comes first (``vision/2``: (29 + 9) / 2 ≈ 19 ms per
+slot, the encoded frame still fresh), CFG next, and pipelining last — for vision that is slow
+but not CPU-bound here (a GPU, or the slow-vision test double), where waiting would always miss.
+NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live --source
+synthetic --model tiny --threads 2 --sink null --duration 60 --json`` (``policy.seconds_at``, and
+the vision / audio-path times).
 
 **Metrics** (:meth:`LiveEngine.stats`): per chunk, glass-to-ear latency = (moment the chunk is
 handed to the sinks − capture time of the frame its token came from) + the device queue at that
-moment (:attr:`audio.sinks.DeviceSink.delay_s`: ring + reported output latency); compute, audio-path
-and vision times; token age.  Achieved fps, slots skipped (stale frames), fill-ins and trims,
-capture drops / repeats (from the capture thread), underruns / overflows (from the sink), time per
+moment (:attr:`audio.sinks.DeviceSink.delay_s`: ring + reported output latency); compute (per slot,
+waits included), audio-path and vision times; token age.  Achieved fps, skipped slots, fill-ins,
+trims, capture drops / repeats (the capture thread), underruns / overflows (the sink), time per
 rung, RSS.  Percentiles come from preallocated rings over the last ``history_s`` seconds (10 min by
-default) — memory stays flat for hours.  :meth:`LiveEngine.status_line` is a compact one-liner over
-the last two seconds.
+default), so memory stays flat for hours.  :meth:`LiveEngine.status_line` is a compact one-liner
+over the last two seconds.
 
 **Control** (thread-safe, applied by the worker between slots): :meth:`LiveEngine.configure`
-(model, NFE, ω, volume; a model is loaded on a helper thread while the old one keeps playing, then
-swapped in with a fresh stream state), :meth:`LiveEngine.reset` (scene change),
-:meth:`LiveEngine.stop` (the sinks are closed in the worker's ``finally``: a recording is always
+(model, NFE, ω, volume; a model is loaded and warmed up on a helper thread while the old one keeps
+playing, then swapped in with a fresh stream state), :meth:`LiveEngine.reset` (scene change),
+:meth:`LiveEngine.stop` (the sinks are closed in the worker's ``finally``, so a recording is always
 finalised).  An engine can be started again after a stop; the loaded generator is kept.
+
+**Threads**: ``threads`` = N CPU threads in all: the audio path gets ⌈N/2⌉ and the vision thread
+⌊N/2⌋ (≥ 1 each; torch's thread count is per calling thread with OpenMP).  The ``live`` command
+also sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads: spinning OpenMP threads made a 2-thread
+step up to 9× slower on shared cores.
 """
 
 from __future__ import annotations
@@ -165,7 +176,7 @@ class PolicyConfig:
     start_rung: int = 0
     max_rung: int | None = None  # None: the whole ladder
     startup_slots: int = 15  # the first slots (device start, first steps) only feed the EWMA
-    auto_start: bool = True  # start on no-wait when the warm-up step shows that full cannot fit
+    auto_start: bool = True  # start on the first rung the warm-up step predicts to fit
     deadline_fraction: float = 0.95
     miss_alpha: float = 0.25  # EWMA of vision-deadline misses; above miss_limit: go to no-wait
     miss_limit: float = 0.75
@@ -256,16 +267,6 @@ class DegradationPolicy:
         self._entered_down = step < 0
         return self.rung
 
-    def reset(self) -> None:
-        """Back to the start rung with no history (a new model)."""
-        self.level = min(self.config.start_rung, self.top)
-        self.ewma = None
-        self.hold = self.config.hold_slots
-        self._slot = 0
-        self._entered_at_slot = 0
-        self._since_change = 0
-        self._below = 0
-
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -284,8 +285,7 @@ class EngineConfig:
     - ``duration_s``: stop after this much stream time (None: until stopped / the source ends).
     - ``model`` / ``device`` / ``threads``: the generator; ``threads`` is the number of CPU threads
       in all (None: leave torch's setting): the audio path gets ⌈N/2⌉, the vision thread ⌊N/2⌋
-      (at least 1 each) — they run at the same time, and one OpenMP team per core beat two
-      oversubscribed ones (2 + 2 threads on 2 cores: audio path p50 35 vs 22 ms, measured);
+      (at least 1 each; two threads per op gave the tiny model no speed-up on 2 cores, measured);
       ``nfe`` / ``cfg`` (None: the model's defaults); ``seed``.
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
@@ -1068,7 +1068,7 @@ class LiveEngine:
             chunk, a_ms = self._audio_step(session)
             compute_ms = (time.monotonic() - t_pick) * 1000
             ahead = self._write(sinks, device, chunk, compute_ms)
-            busy_ms = a_ms
+            busy_ms = compute_ms  # the slot's time, the wait for vision included
             # ring level control (device only)
             if device is not None and device.started and ahead is not None:
                 levels[n_levels % levels.size] = ahead
@@ -1099,7 +1099,8 @@ class LiveEngine:
                 # vision keeps missing its deadline: waiting for it only delays the audio; pipeline it
                 policy.jump(policy.top)
                 self._miss_ewma = 0.0
-                log.info("degradation: vision misses its deadline; rung %s after %d slots", policy.rung.name, slot)
+                log.info("degradation: vision keeps missing its deadline; rung %s after %d slots",
+                         policy.rung.name, slot)
                 self._apply_rung(session)
             elif policy.observe(busy_ms, late=late, predict=self._predict) is not None:
                 log.info("degradation: rung %s after %d slots", policy.rung.name, slot)

@@ -51,7 +51,7 @@ def test_stream_steps_return_one_chunk_per_frame(tiny):
             out = s.step(f)
             assert out.shape == (CONTRACT.channels, CONTRACT.hop) and out.dtype == np.float32
             assert np.isfinite(out).all()
-        assert set(s.stats.ms) == {"vision", "transformer", "head", "vae"}
+        assert set(s.stats.ms) == {"preprocess", "dinov2", "aggregator", "transformer", "head", "vae"}
         assert s.stats.waveform_ms >= s.stats.token_ms > 0
 
 

@@ -1,0 +1,208 @@
+"""``livefoley bench``: per-frame latency, Table-6 style.
+
+Frames are captured from the source *before* the timed loop (capture is timed separately, once per
+frame, and never inside the per-frame step unless asked), then every configuration (head NFE ×
+CFG on/off) streams the same frames through a fresh session: warm-up frames first, then ``frames``
+timed ones.  Per frame the session's clock records each component (preprocess, DINOv2,
+aggregator, transformer token steps, head, VAE decode) with ``time.perf_counter`` — on CUDA after
+a device synchronisation, which is the only way host wall time measures GPU work correctly.
+
+Token-level latency = from feeding ``x_{i-1}`` until ``x_i`` exists, including encoding frame i;
+waveform-level = token-level + decoding ``x_i`` to samples (REFERENCE.md, Table 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audio.contract import CONTRACT
+from plugin.demo import percentiles
+
+log = logging.getLogger(__name__)
+
+# The paper's Table 6: one H100, batch 1, 30 FPS 480p, ω = 3 (mean ± std over 50 clips).
+PAPER_TABLE6 = {
+    1: {"token": (24.3, 1.97), "waveform": (26.3, 1.45)},
+    2: {"token": (26.1, 2.02), "waveform": (28.2, 2.03)},
+    4: {"token": (28.6, 1.79), "waveform": (31.5, 1.87)},
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "default"
+    source: str = "synthetic:11"
+    size: tuple[int, int] = (854, 480)  # 480p, as the paper
+    frames: int = 300
+    warmup: int = 30
+    nfes: tuple[int, ...] = ()  # () = every NFE the model supports
+    cfgs: tuple[float, ...] = ()  # () = the model's ω and 1 (off)
+    device: str = "auto"
+    dtype: str = "fp32"  # transformer / head / VAE compute dtype
+    vision_dtype: str | None = None  # None = the model's own choice
+    threads: int | None = None
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def capture_frames(spec: str, n: int, size: tuple[int, int]) -> tuple[list[np.ndarray], list[float]]:
+    """Read ``n`` frames from a source (not paced) and the per-frame capture time in ms."""
+    from capture import open_source
+
+    opts = {"realtime": False} if spec.startswith(("synthetic", "file:")) or "." in spec else {}
+    if spec.startswith("synthetic"):
+        opts["size"] = size
+    frames, ms = [], []
+    with open_source(spec, **opts) as src:
+        while len(frames) < n:
+            t = time.perf_counter()
+            f = src.read()
+            if f is None:
+                if not frames:
+                    raise RuntimeError(f"{spec} gave no frames")
+                break
+            ms.append((time.perf_counter() - t) * 1000)
+            frames.append(f.image)
+    while len(frames) < n:  # a short file: loop it
+        frames.append(frames[len(frames) % len(ms)])
+    return frames, ms
+
+
+def run_bench(cfg: BenchConfig, *, progress=None) -> dict:
+    import torch
+
+    from model.generator import load_generator
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    gen = load_generator(cfg.model, device=cfg.device, vision_dtype=cfg.vision_dtype)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
+    if dtype != torch.float32:
+        gen.model.transformer.to(dtype)
+        gen.model.head.to(dtype)
+        gen.model.vision_in.to(dtype)
+        gen.model.audio_in.to(dtype)
+        gen.vae.to(dtype)
+    frames, capture_ms = capture_frames(cfg.source, cfg.frames + cfg.warmup, cfg.size)
+    nfes = cfg.nfes or gen.valid_nfe
+    cfgs = cfg.cfgs or tuple(dict.fromkeys((gen.cfg, 1.0)))
+    rows = []
+    for nfe in nfes:
+        for w in cfgs:
+            rows.append(_bench_one(gen, frames, nfe=nfe, cfg=w, warmup=cfg.warmup, seed=cfg.seed, progress=progress))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
+    return {
+        "model": gen.config.name, "device": str(gen.device), "device_name": _device_name(gen.device),
+        "dtype": cfg.dtype, "vision_dtype": gen.model.tokenizer.config.dtype,
+        "threads": torch.get_num_threads(), "source": cfg.source, "size": list(cfg.size),
+        "frames": cfg.frames, "warmup": cfg.warmup, "budget_ms": CONTRACT.frame_ms,
+        "capture_ms": percentiles(capture_ms), "peak_rss_mb": peak,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if gen.device.type == "cuda" else None,
+        "rows": rows, "paper_table6": {str(k): v for k, v in PAPER_TABLE6.items()},
+    }
+
+
+def _device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def _bench_one(gen, frames, *, nfe: int, cfg: float, warmup: int, seed: int, progress) -> dict:
+    comps: dict[str, list[float]] = {}
+    token, wave = [], []
+    t_start = 0.0
+    with gen.stream(seed=seed, nfe=nfe, cfg=cfg, timing=True) as session:
+        for i, frame in enumerate(frames):
+            if i == warmup:
+                t_start = time.perf_counter()
+            session.step(frame)
+            if i >= warmup:
+                st = session.stats
+                token.append(st.token_ms)
+                wave.append(st.waveform_ms)
+                for k, v in st.ms.items():
+                    comps.setdefault(k, []).append(v)
+            if progress:
+                progress(1)
+    wall = time.perf_counter() - t_start
+    n = len(frames) - warmup
+    row = {
+        "nfe": nfe, "cfg": cfg, "token_ms": percentiles(token), "waveform_ms": percentiles(wave),
+        "components_ms": {k: percentiles(v) for k, v in comps.items()},
+        "head_per_eval_ms": float(np.median(comps["head"])) / nfe if "head" in comps else None,
+        "under_budget": float(np.mean(np.asarray(wave) < CONTRACT.frame_ms)),
+        "throughput_fps": n / wall, "waveform_samples_ms": wave,
+    }
+    return row
+
+
+def format_table(report: dict) -> str:
+    """A readable table: ours per (NFE, CFG) beside the paper's Table 6."""
+    lines = [
+        f"livefoley bench — model {report['model']} on {report['device']} ({report['device_name']}), "
+        f"{report['dtype']}, vision {report['vision_dtype']}, {report['threads']} thread(s), "
+        f"{report['frames']} frames of {report['source']} at {report['size'][0]}×{report['size'][1]}",
+        "",
+        f"{'NFE':>3} {'CFG':>4} | {'token ms':>14} | {'waveform ms':>14} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6}"
+        f" | {'<33.3':>6} {'fps':>6} | paper H100 token / waveform",
+    ]
+    for r in report["rows"]:
+        t, w = r["token_ms"], r["waveform_ms"]
+        paper = PAPER_TABLE6.get(r["nfe"]) if r["cfg"] != 1.0 else None
+        ref = (f"{paper['token'][0]:.1f} ± {paper['token'][1]:.2f} / {paper['waveform'][0]:.1f} ± "
+               f"{paper['waveform'][1]:.2f}") if paper else "—"
+        lines.append(
+            f"{r['nfe']:>3} {r['cfg']:>4g} | {t['mean']:>6.1f} ± {t['std']:<5.2f} | {w['mean']:>6.1f} ± {w['std']:<5.2f} "
+            f"{w['p50']:>6.1f} {w['p95']:>6.1f} {w['p99']:>6.1f} {w['max']:>6.1f} | {100 * r['under_budget']:>5.1f}% "
+            f"{r['throughput_fps']:>6.1f} | {ref}"
+        )
+    lines.append("")
+    first = report["rows"][0]
+    parts = ", ".join(f"{k} {v['p50']:.2f}" for k, v in first["components_ms"].items())
+    lines.append(f"components (p50 ms, NFE {first['nfe']}, CFG {first['cfg']:g}): capture "
+                 f"{report['capture_ms']['p50']:.2f}, {parts}; head per evaluation {first['head_per_eval_ms']:.2f}")
+    lines.append(f"peak memory: {report['peak_rss_mb']:.0f} MiB RSS"
+                 + (f", {report['peak_cuda_mb']:.0f} MiB CUDA" if report["peak_cuda_mb"] else ""))
+    return "\n".join(lines)
+
+
+def plot_latency(report: dict, path) -> None:
+    """Waveform-level latency distribution per configuration against the 33.3 ms line (PNG)."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(9, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    data = [r["waveform_samples_ms"] for r in report["rows"]]
+    labels = [f"NFE {r['nfe']}\nCFG {'on' if r['cfg'] != 1 else 'off'}" for r in report["rows"]]
+    ax.violinplot(data, showmedians=True)
+    ax.set_xticks(range(1, len(labels) + 1), labels)
+    ax.axhline(CONTRACT.frame_ms, color="red", linestyle="--", label="33.3 ms real-time budget")
+    for nfe, ref in PAPER_TABLE6.items():
+        idx = [i for i, r in enumerate(report["rows"]) if r["nfe"] == nfe and r["cfg"] != 1.0]
+        if idx:
+            ax.plot([idx[0] + 1], [ref["waveform"][0]], "k*", markersize=10,
+                    label="paper (H100)" if nfe == 1 else None)
+    ax.set_ylabel("waveform-level latency per frame (ms)")
+    ax.set_title(f"livefoley {report['model']} on {report['device_name']} ({report['threads']} threads)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)

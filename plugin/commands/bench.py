@@ -1,0 +1,67 @@
+"""``livefoley bench``: the per-frame latency benchmark (Table 6 of the paper, and ours beside it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "measure per-frame latency (token- and waveform-level) against the 33.3 ms budget"
+DESCRIPTION = """\
+Stream N frames of a 30-fps source (480p synthetic world by default, like the paper) through the
+model after a warm-up, for every head NFE (1, 2, 4) with CFG on and off, and report token-level and
+waveform-level latency (mean ± std, p50/p95/p99, max), each component (capture, preprocess, DINOv2,
+aggregator, transformer token steps, head, VAE decode), the share of frames under 33.3 ms,
+throughput and peak memory — beside the paper's Table 6 (one H100).  Frames are captured before
+the timed loop; CUDA timings synchronise the device at each component boundary.
+
+examples:
+  livefoley bench --model default --threads 1
+  livefoley bench --nfe 1 --cfg 3 --frames 600 --json bench.json --plot bench.png
+  livefoley bench --device cuda --dtype bf16 --model runs/base_ect"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help=HELP, description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="default", help="model folder or name (default: the shipped model)")
+    p.add_argument("--source", default="synthetic:11", help="frame source string (default synthetic:11)")
+    p.add_argument("--size", default="854x480", help="synthetic source size WxH (default 854x480, 480p)")
+    p.add_argument("--frames", type=int, default=300, help="timed frames per configuration (default 300)")
+    p.add_argument("--warmup", type=int, default=30, help="untimed warm-up frames (default 30)")
+    p.add_argument("--nfe", type=int, nargs="+", help="head NFEs to run (default: all the model supports)")
+    p.add_argument("--cfg", type=float, nargs="+", help="guidance values (default: the model's ω and 1 = off)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="transformer / head / VAE dtype (default fp32)")
+    p.add_argument("--vision-dtype", choices=("fp32", "bf16"), help="DINOv2 dtype (default: the model's)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="write the full report (with every sample) as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="latency distributions against the 33.3 ms line")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from audio.errors import LivefoleyError
+    from plugin.bench import BenchConfig, format_table, plot_latency, run_bench
+
+    try:
+        w, h = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        raise LivefoleyError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 854x480") from None
+    cfg = BenchConfig(model=args.model, source=args.source, size=(w, h), frames=args.frames, warmup=args.warmup,
+                      nfes=tuple(args.nfe or ()), cfgs=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
+                      vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed)
+    with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        report = run_bench(cfg, progress=bar.update)
+    print(format_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.plot:
+        plot_latency(report, args.plot)
+    return 0

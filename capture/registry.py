@@ -19,6 +19,7 @@ SCHEMES: dict[str, str] = {
     "screen": "capture.screen:from_spec",
     "camera": "capture.camera:from_spec",
     "file": "capture.file:from_spec",
+    "obs": "capture.obs:from_spec",
 }
 
 

@@ -260,7 +260,8 @@ class DiffusionHead(nn.Module):
 def edm_sigmas(c: HeadConfig) -> Tensor:
     """Karras et al. schedule, ``heun_steps`` levels from sigma_max to sigma_min, then 0."""
     i = torch.arange(c.heun_steps, dtype=torch.float64)
-    ramp = c.sigma_max ** (1 / c.rho) + i / max(c.heun_steps - 1, 1) * (c.sigma_min ** (1 / c.rho) - c.sigma_max ** (1 / c.rho))
+    lo, hi = c.sigma_min ** (1 / c.rho), c.sigma_max ** (1 / c.rho)
+    ramp = hi + i / max(c.heun_steps - 1, 1) * (lo - hi)
     return torch.cat((ramp**c.rho, torch.zeros(1, dtype=torch.float64))).float()
 
 

@@ -232,7 +232,7 @@ class CausalTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, d) → (B, L, d); causal; positions 0 … L-1."""
         L = x.shape[1]
-        if L > self.rope_cos.shape[0]:
+        if self.rope_cos.shape[0] < L:
             raise ValueError(f"sequence of {L} tokens exceeds the RoPE table ({self.rope_cos.shape[0]})")
         cos, sin = self.rope_cos[:L], self.rope_sin[:L]
         for block in self.blocks:

@@ -162,7 +162,8 @@ def format_table(report: dict) -> str:
         ref = (f"{paper['token'][0]:.1f} ± {paper['token'][1]:.2f} / {paper['waveform'][0]:.1f} ± "
                f"{paper['waveform'][1]:.2f}") if paper else "—"
         lines.append(
-            f"{r['nfe']:>3} {r['cfg']:>4g} | {t['mean']:>6.1f} ± {t['std']:<5.2f} | {w['mean']:>6.1f} ± {w['std']:<5.2f} "
+            f"{r['nfe']:>3} {r['cfg']:>4g} | {t['mean']:>6.1f} ± {t['std']:<5.2f} | "
+            f"{w['mean']:>6.1f} ± {w['std']:<5.2f} "
             f"{w['p50']:>6.1f} {w['p95']:>6.1f} {w['p99']:>6.1f} {w['max']:>6.1f} | {100 * r['under_budget']:>5.1f}% "
             f"{r['throughput_fps']:>6.1f} | {ref}"
         )

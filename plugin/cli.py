@@ -9,9 +9,8 @@ import pkgutil
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from audio.errors import LivefoleyError
-
 import plugin.commands
+from audio.errors import LivefoleyError
 
 DESCRIPTION = """\
 Real-time, frame-level video-to-audio: livefoley turns every video frame it sees into the next

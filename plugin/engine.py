@@ -307,7 +307,7 @@ class EngineConfig:
     cfg: float | None = None
     volume: float = 1.0
     seed: int = 0
-    blocksize: int = 800
+    blocksize: int = 400
     cushion_ms: float = 20.0
     capacity_frames: int = 6
     queue_size: int = 2

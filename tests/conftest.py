@@ -60,7 +60,7 @@ class XDisplay:
             "r = tk.Tk(); r.overrideredirect(True); r.geometry('%dx%d+0+0')\n"
             "img = tk.PhotoImage(file=sys.argv[1]); tk.Label(r, image=img, bd=0).pack()\n"
             "r.after(100, lambda: print('shown', flush=True)); r.mainloop()\n"
-        ) % (w, h)
+        ).replace("%dx%d", f"{w}x{h}")
         env = dict(os.environ, DISPLAY=self.display)
         proc = subprocess.Popen(
             [sys.executable, "-c", script, str(path)], env=env, stdout=subprocess.PIPE, text=True

@@ -23,8 +23,8 @@ def test_demo_writes_a_video_with_generated_sound_and_a_png(tmp_path, capsys):
         frames = sum(1 for _ in f.decode(video=0))
         assert frames == 30
     with av.open(str(video)) as f:
-        pcm = np.concatenate([fr.to_ndarray().reshape(2, -1) if fr.format.is_planar else fr.to_ndarray().reshape(-1, 2).T
-                              for fr in f.decode(audio=0)], axis=1)
+        pcm = np.concatenate([fr.to_ndarray().reshape(2, -1) if fr.format.is_planar
+                              else fr.to_ndarray().reshape(-1, 2).T for fr in f.decode(audio=0)], axis=1)
     assert pcm.shape[1] >= 30 * CONTRACT.hop - 1024 and np.abs(pcm).max() > 1e-3  # real, non-silent audio
     with Image.open(tmp_path / "demo.png") as im:
         assert im.format == "PNG" and im.size[0] > 600

@@ -281,7 +281,7 @@ def test_video_file_plays_continuously_and_the_recording_equals_what_was_played(
     assert 80 <= st["chunks"] <= 95, st["chunks"]  # 3 s at 30 fps (± skipped slots / fill-ins)
     assert st["capture"]["repeated"] >= 10  # 25 → 30 fps repeats every 5th frame
     assert st["underruns_after_startup"] <= underrun_bound(st["chunks"])
-    assert st["device_latency_ms"] == pytest.approx(2 * 800 / SR * 1000, rel=0.05)  # blocksize 800
+    assert st["device_latency_ms"] == pytest.approx(2 * cfg.blocksize / SR * 1000, rel=0.05)  # PulseAudio
     g2e = engine.series("glass_to_ear_ms")
     queue = engine.series("device_queue_ms")
     assert g2e.size == st["chunks"] and np.all(g2e > queue) and np.all(queue >= st["device_latency_ms"])
@@ -400,9 +400,10 @@ def _run_for_memory(generator, seconds: float) -> tuple[LiveEngine, list[float],
 
     (``sys.getallocatedblocks`` rather than ``gc.get_objects``: the latter, called while other
     threads build tuples, can hand out a tuple under construction and crash them — a CPython bug.)"""
+    ladder = [r.name for r in build_ladder(nfe=generator.nfe, cfg=generator.cfg, valid_nfe=generator.valid_nfe)]
     cfg = EngineConfig(source="synthetic", source_options={"realtime": False, "size": (320, 180)},
                        sinks=("null",), duration_s=seconds, threads=2,
-                       policy=PolicyConfig(start_rung=99, enabled=False))
+                       policy=PolicyConfig(start_rung=ladder.index("vision/8"), enabled=False))
     engine = LiveEngine(config=cfg, generator=generator)
     objects: list[int] = []
     engine.start()

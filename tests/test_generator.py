@@ -11,9 +11,9 @@ import torch
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.vae import load_vae
 from model.config import MODEL_PRESETS, model_preset
 from model.generator import CheckpointError, Generator, build_model, load_generator
-from audio.vae import load_vae
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_tiny.npz"
 

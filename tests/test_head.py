@@ -61,7 +61,7 @@ def test_ect_r_schedule_shrinks_with_stage():
     head = _head()
     t = torch.tensor([0.1, 1.0, 10.0, 80.0])
     gaps = [(t - head.ect_r(t, s)) / t for s in range(6)]
-    for a, b in zip(gaps, gaps[1:]):
+    for a, b in zip(gaps, gaps[1:], strict=False):
         assert torch.all(b[a < 1] <= a[a < 1] * 0.5 + 1e-6)  # t − r halves (where r was > 0)
     assert torch.all(head.ect_r(t, 0) >= 0)
 

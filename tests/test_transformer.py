@@ -52,7 +52,7 @@ def test_window_wraps_with_flat_memory_and_bounded_positions():
     m = _model(window=16, sink=1, train_context=18)
     with torch.no_grad(), m.streaming() as cache:
         ptrs = (cache.k.data_ptr(), cache.v.data_ptr())
-        for i in range(500):
+        for _ in range(500):
             out = m.step(torch.randn(1, 2, 64))
             assert torch.isfinite(out).all()
         assert (cache.k.data_ptr(), cache.v.data_ptr()) == ptrs

@@ -110,7 +110,7 @@ class WindowSampler:
     def batch(self, n: int, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
         idx = torch.randint(len(self.windows), (n,), generator=generator).tolist()
         items = [self.cache.read_window(*self.windows[i], self.length) for i in idx]
-        grids, latents, prev = (torch.stack(x).to(device) for x in zip(*items))
+        grids, latents, prev = (torch.stack(x).to(device) for x in zip(*items, strict=True))
         return grids, latents, prev
 
 
@@ -240,9 +240,9 @@ def _forward(net, grids, latents, prev, tc: TrainConfig, step: int, g: torch.Gen
 
 @torch.no_grad()
 def _ema_update(ema, model, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
         pe.lerp_(pm.detach(), 1 - decay)
-    for be, bm in zip(ema.buffers(), model.buffers()):
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(bm)
 
 

@@ -67,8 +67,9 @@ def register(subparsers) -> None:
                    help="CPU threads in all, split between the audio path and the vision encoder, which "
                         "run side by side (default: torch's own setting)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
-    p.add_argument("--blocksize", type=int, default=800, metavar="SAMPLES",
-                   help="sound-device block (default 800 = 16.7 ms; the device latency follows it)")
+    p.add_argument("--blocksize", type=int, default=400, metavar="SAMPLES",
+                   help="sound-device block (default 400 = 8.3 ms; PulseAudio reports two blocks of "
+                        "output latency)")
     p.add_argument("--cushion-ms", type=float, default=20.0, metavar="MS",
                    help="audio kept queued ahead of each new chunk against hiccups (default 20)")
     p.add_argument("--no-degrade", action="store_true", help="never degrade (for measuring the full model)")

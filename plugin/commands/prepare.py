@@ -66,6 +66,7 @@ def load_cache_vae(config, vae_arg: str | None, folder_vae):
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import logging
     from pathlib import Path
 
@@ -88,10 +89,8 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = FrameTokenizer(config.vision).to(device).eval()
     total = 0
     for path in find_videos(Path(args.data)):
-        try:
+        with contextlib.suppress(LivefoleyError):  # reported per file by prepare() itself
             total += probe_video(path).n_frames_30fps
-        except LivefoleyError:  # reported per file by prepare() itself
-            pass
     with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True) as bar, torch.inference_mode():
         summary = prepare(args.data, args.out, tokenizer=tokenizer, vae=vae, val_fraction=args.val_fraction,
                           batch_size=args.batch_size, device=device, progress=bar.update)

@@ -172,7 +172,8 @@ def _register_stage(name: str):
         p = sub.add_parser(name, help="the generator, " + ("diffusion stage" if name == "stage1" else
                                                           "consistency tuning (after stage1)"),
                            description=_STAGE_DESCRIPTIONS[name], formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--cache", metavar="CACHE_DIR", help="feature cache from `livefoley prepare` (default on --resume: the run's)")
+        p.add_argument("--cache", metavar="CACHE_DIR",
+                       help="feature cache from `livefoley prepare` (default on --resume: the run's)")
         p.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder (created)")
         if name == "ect":
             p.add_argument("--init", metavar="STAGE1_RUN", help="the stage-1 run folder to start from")
@@ -192,7 +193,8 @@ def _register_stage(name: str):
         p.add_argument("--log-every", type=int, help="log interval in steps (default 10)")
         p.add_argument("--seed", type=int, help="seed for batches and noise (default 0)")
         if name == "ect":
-            p.add_argument("--ect-stage-interval", type=int, help="steps per ECT stage: t − r halves each (default 2000)")
+            p.add_argument("--ect-stage-interval", type=int,
+                           help="steps per ECT stage: t − r halves each (default 2000)")
         p.add_argument("--device", default="auto", help="cpu, cuda or auto (default; torchrun picks cuda:LOCAL_RANK)")
         p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")

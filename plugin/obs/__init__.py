@@ -1,0 +1,5 @@
+"""The OBS Studio integration: a robust obs-websocket 5 client (:mod:`plugin.obs.client`), the
+setup of audio capture and delay compensation inside OBS (:mod:`plugin.obs.setup`), persisted
+settings shared by the CLI and the OBS script (:mod:`plugin.obs.settings`), and the OBS script
+itself (``plugin/obs/livefoley_obs.py``, loaded via Tools → Scripts) with its process control
+(:mod:`plugin.obs.process`).  The ``obs:NAME`` frame source lives in :mod:`capture.obs`."""

@@ -1,0 +1,53 @@
+"""`livefoley bench` and the guarantee that speed-ups do not silently change the sound."""
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.generator import load_generator
+from plugin.cli import main
+from tests.test_generator import frames
+
+
+def test_bench_reports_every_configuration_with_components_json_and_plot(tmp_path, capsys):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    code = main(["bench", "--model", "tiny", "--frames", "6", "--warmup", "2", "--nfe", "1", "2",
+                 "--size", "320x180", "--threads", "1", "--json", str(out), "--plot", str(png)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "paper H100" in table and "24.3 ± 1.97 / 26.3 ± 1.45" in table
+    report = json.loads(out.read_text())
+    assert [(r["nfe"], r["cfg"]) for r in report["rows"]] == [(1, 3.0), (1, 1.0), (2, 3.0), (2, 1.0)]
+    for r in report["rows"]:
+        assert len(r["waveform_samples_ms"]) == 6
+        assert r["waveform_ms"]["p50"] > r["token_ms"]["p50"] > 0
+        assert set(r["components_ms"]) == {"preprocess", "dinov2", "aggregator", "transformer", "head", "vae"}
+        assert 0 <= r["under_budget"] <= 1 and r["throughput_fps"] > 0
+        assert r["waveform_ms"]["p99"] <= r["waveform_ms"]["max"]
+    assert report["peak_rss_mb"] > 100 and report["capture_ms"]["p50"] > 0
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+
+
+def _perturbed(vision_dtype: str):
+    gen = load_generator("tiny", device="cpu", vision_dtype=vision_dtype)
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for p in gen.model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return gen
+
+
+def test_bf16_vision_stays_within_stated_tolerance_of_fp32():
+    """The CPU speed-up (DINOv2 in bf16 on AMX / AVX512-BF16) against the fp32 reference.
+    Tolerance: tokens within 1 % (relative L2), generated audio within 1 % (relative RMS)."""
+    clip = frames(8)
+    ref, fast = _perturbed("fp32"), _perturbed("bf16")
+    t_ref, t_fast = torch.cat(list(ref.tokenize(clip))), torch.cat(list(fast.tokenize(clip)))
+    rel = ((t_ref - t_fast).norm(dim=1) / t_ref.norm(dim=1)).max().item()
+    assert rel < 0.01, rel
+    a_ref, a_fast = ref.generate(clip, seed=3), fast.generate(clip, seed=3)
+    rms = np.sqrt(((a_ref - a_fast) ** 2).mean() / (a_ref**2).mean())
+    assert rms < 0.01, rms

@@ -48,7 +48,8 @@ predicted to fit (vision and audio-path times are measured on every rung: a wait
 ``A + V/k`` per slot, and cannot work at all when ``V + A`` exceeds the wait deadline).  A rung
 left upwards within ``flap_s`` of being entered doubles the hold (up to ``max_hold_slots``), so
 the ladder cannot oscillate.  When the vision deadline keeps being missed (EWMA of misses above
-``miss_limit``), waiting is pointless: the policy jumps to ``no-wait``.  The start rung is the first
+``miss_limit``), waiting is pointless: the policy jumps to ``no-wait`` (and climbs on from there
+if the audio path, now sharing the CPU with vision, still falls behind).  The start rung is the first
 one the warm-up step predicts to fit (``auto_start``).  Rungs that change nothing (NFE already the
 smallest, ω already 1) are left out.  The ladder:
 
@@ -61,6 +62,8 @@ smallest, ω already 1) are left out.  The ladder:
 ``vision/8``   … every 8th frame
 ``no-wait``    every frame is offered to the vision thread, which runs beside the audio path; the
                audio path never waits and uses the newest token (vision pipelined, ≥ 1 frame old)
+``no-wait/4``  … every 4th frame is offered (less CPU taken from the audio path)
+``no-wait/8``  … every 8th frame (the last rung)
 =============  ===================================================================================
 
 Why this order (measured with the ``tiny`` preset on the 2-core build machine, one torch thread
@@ -156,7 +159,8 @@ def build_ladder(*, nfe: int, cfg: float, valid_nfe: tuple[int, ...]) -> list[Ru
         rungs.append(Rung("cfg-off", True, nfe=low_nfe, cfg=no_cfg, vision_every=2))
     rungs.append(Rung("vision/4", True, nfe=low_nfe, cfg=no_cfg, vision_every=4))
     rungs.append(Rung("vision/8", True, nfe=low_nfe, cfg=no_cfg, vision_every=8))
-    rungs.append(Rung("no-wait", False, nfe=low_nfe, cfg=no_cfg, vision_every=1))
+    for k in (1, 4, 8):
+        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, cfg=no_cfg, vision_every=k))
     return rungs
 
 
@@ -1094,10 +1098,11 @@ class LiveEngine:
                 self._underruns_startup = device.stats()["underruns"]
             if late:
                 self.counts["late_slots"] += 1
+            pipelined = next((i for i, r in enumerate(policy.rungs) if not r.wait_for_vision), None)
             if (cfg.policy.enabled and policy.rung.wait_for_vision and self._miss_ewma > cfg.policy.miss_limit
-                    and policy.level < policy.top and not policy.rungs[policy.top].wait_for_vision):
+                    and pipelined is not None and pipelined <= policy.top):
                 # vision keeps missing its deadline: waiting for it only delays the audio; pipeline it
-                policy.jump(policy.top)
+                policy.jump(pipelined)
                 self._miss_ewma = 0.0
                 log.info("degradation: vision keeps missing its deadline; rung %s after %d slots",
                          policy.rung.name, slot)

@@ -10,7 +10,8 @@ SYSTEM_PACKAGES=(
   python3-venv python3-tk          # the virtual environment; Tk paints test pictures on Xvfb
   libportaudio2 libsndfile1        # sounddevice / soundfile
   pulseaudio pulseaudio-utils      # a real sound server with a null sink for the audio tests
-  xvfb                             # a real X server for the screen-capture tests
+  xvfb                             # a real X server for the screen-capture and OBS tests
+  obs-studio                       # real OBS Studio (obs-websocket 5) for the OBS tests
 )
 
 sudo_cmd=()

@@ -197,11 +197,11 @@ def assert_recording_was_played(played: np.ndarray, recorded: np.ndarray, volume
 
 def test_ladder_leaves_out_rungs_that_change_nothing():
     names = [r.name for r in build_ladder(nfe=1, cfg=3.0, valid_nfe=(1, 2, 4))]
-    assert names == ["full", "vision/2", "cfg-off", "vision/4", "vision/8", "no-wait"]
+    assert names == ["full", "vision/2", "cfg-off", "vision/4", "vision/8", "no-wait", "no-wait/4", "no-wait/8"]
     full = build_ladder(nfe=4, cfg=1.0, valid_nfe=(1, 2, 4))
-    assert [r.name for r in full] == ["full", "nfe-1", "vision/2", "vision/4", "vision/8", "no-wait"]
-    assert all(r.wait_for_vision for r in full[:-1]) and not full[-1].wait_for_vision
-    assert [r.vision_every for r in full] == [1, 1, 2, 4, 8, 1]
+    assert [r.name for r in full][:6] == ["full", "nfe-1", "vision/2", "vision/4", "vision/8", "no-wait"]
+    assert all(r.wait_for_vision for r in full[:5]) and not any(r.wait_for_vision for r in full[5:])
+    assert [r.vision_every for r in full] == [1, 1, 2, 4, 8, 1, 4, 8]
     assert all(r.nfe == 1 for r in full[1:]) and all(r.cfg is None for r in full)
 
 
@@ -328,7 +328,7 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
           f"audio {st['audio_path_ms']} skipped {st['skipped_slots']} fill-ins {st['fill_ins']} "
           f"underruns {st['underruns']} ({st['underruns_after_startup']} after start-up)")
     assert st["vision_ms"]["p50"] >= 60
-    assert pol["rung"] == "no-wait" and pol["seconds_at"]["full"] < 1.5 and st["late_slots"] >= 3
+    assert pol["rung"].startswith("no-wait") and pol["seconds_at"]["full"] < 1.5 and st["late_slots"] >= 3
     assert st["stale_slots"] > 2 * st["fresh_slots"]
     assert st["chunks"] >= 0.9 * 180
     assert st["underruns_after_startup"] <= underrun_bound(st["chunks"])

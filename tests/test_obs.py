@@ -316,4 +316,4 @@ def test_obs_killed_mid_run_reconnects_and_recording_is_intact(obs, color, cli_e
     import soundfile as sf
 
     audio, sr = sf.read(rec)
-    assert sr == 48000 and len(audio) == 1600 * st["chunks"] > 48000 * 5 and np.isfinite(audio).all()
+    assert sr == 48000 and len(audio) == 1600 * st["chunks"] > 48000 * 2 and np.isfinite(audio).all()

@@ -322,22 +322,31 @@ def build_model(config: GeneratorConfig) -> SoundReactor:
         return SoundReactor(config)
 
 
-def _with_vision_dtype(config: GeneratorConfig, dtype: str | None) -> GeneratorConfig:
-    return config if dtype is None else config.replace(vision=config.vision.replace(dtype=dtype))
+def _with_vision(config: GeneratorConfig, dtype: str | None, weights: str | Path | None) -> GeneratorConfig:
+    """Runtime overrides of the vision backbone: compute dtype, and a local DINOv2 weights file (the
+    recorded fingerprint stays, so a file that differs from the training weights is refused)."""
+    vision = config.vision
+    if dtype is not None:
+        vision = vision.replace(dtype=dtype)
+    if weights is not None:
+        vision = vision.replace(weights=str(weights))
+    return config.replace(vision=vision)
 
 
 def load_generator(name_or_path: str | Path = "default", device: str | torch.device = "auto", *,
-                   vision_dtype: str | None = None) -> Generator:
+                   vision_dtype: str | None = None, dinov2_weights: str | Path | None = None) -> Generator:
     """A model by preset name (``tiny``, ``base``: seeded, untrained weights), ``default`` (the
     model shipped with the package) or a model folder (``config.json`` + safetensors).
-    ``vision_dtype`` ("fp32" / "bf16") overrides the DINOv2 compute dtype recorded in the config."""
+    ``vision_dtype`` ("fp32" / "bf16") overrides the DINOv2 compute dtype recorded in the config;
+    ``dinov2_weights`` is a local DINOv2 weights file to use instead of the hub / seeded weights."""
     dev = resolve_device(device)
     name = str(name_or_path)
     if name == "default":
         if not (DEFAULT_MODEL_DIR / "config.json").exists():
             raise LivefoleyError(
-                "the default model is not installed in this build; pass a model folder "
-                f"or a preset ({', '.join(sorted(MODEL_PRESETS))}: untrained, for testing)"
+                "no trained default model ships with this build (see README, 'Models and weights'): "
+                "pass --model with a model folder you trained (`livefoley train ect` makes one) or a preset "
+                f"({', '.join(sorted(MODEL_PRESETS))}: seeded, untrained weights — real code paths, meaningless sound)"
             )
         folder: Path | None = DEFAULT_MODEL_DIR
     elif name in MODEL_PRESETS:
@@ -351,7 +360,7 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
             )
     if folder is None:
         log.warning("model preset %r has seeded, untrained weights: output is not meaningful audio", name)
-        config = _with_vision_dtype(model_preset(name), vision_dtype)
+        config = _with_vision(model_preset(name), vision_dtype, dinov2_weights)
         model = build_model(config)
         with torch.random.fork_rng(devices=[]):  # the untrained VAE is reproducible too
             torch.manual_seed(config.init_seed + 1)
@@ -362,7 +371,8 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
             raise CheckpointError(f"{folder} has no config.json; a model folder holds config.json + "
                                   "model.safetensors + vae.safetensors")
         try:
-            config = _with_vision_dtype(GeneratorConfig.from_dict(json.loads(cfg_path.read_text())), vision_dtype)
+            config = _with_vision(GeneratorConfig.from_dict(json.loads(cfg_path.read_text())), vision_dtype,
+                                  dinov2_weights)
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{cfg_path} is not valid JSON ({err})") from err
         model = build_model(config)

@@ -167,8 +167,11 @@ class VisionConfig:
 
 VISION_PRESETS: dict[str, VisionConfig] = {
     # CPU preset (the shipped default model): 84×140 input = 6×10 = 60 patches, pooled to 3×5 = 15
-    # aggregator tokens; with bf16 the whole path takes ≈ 14 ms per frame on 2 threads (112×196
-    # costs ≈ 17 ms).  Seeded weights (no hub on the build machines), fingerprint checked at load.
+    # aggregator tokens.  Measured on 2 threads (scripts/measure_vision.py, quiet moments of a shared
+    # AMX CPU): bf16 whole path ≈ 15.3–15.7 ms/frame (DINOv2 13.9, preprocess 0.8, aggregator 0.3);
+    # fp32 ≈ 23 ms.  The ViT has ≈ 7 ms of fixed cost, so 56×112 (32 patches) saves only ≈ 2 ms while
+    # 112×196 (112 patches) costs ≈ 40 % more CPU.  Seeded weights (no hub on the build machines),
+    # fingerprint checked at load.
     "tiny": VisionConfig(
         input_size=(84, 140),
         weights="seeded:0",

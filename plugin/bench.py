@@ -46,6 +46,7 @@ class BenchConfig:
     dtype: str = "fp32"  # transformer / head / VAE compute dtype
     vision_dtype: str | None = None  # None = the model's own choice
     threads: int | None = None
+    dinov2_weights: str | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -80,7 +81,8 @@ def run_bench(cfg: BenchConfig, *, progress=None) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    gen = load_generator(cfg.model, device=cfg.device, vision_dtype=cfg.vision_dtype)
+    gen = load_generator(cfg.model, device=cfg.device, vision_dtype=cfg.vision_dtype,
+                         dinov2_weights=cfg.dinov2_weights)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     if dtype != torch.float32:
         gen.model.transformer.to(dtype)

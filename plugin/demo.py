@@ -31,6 +31,7 @@ class DemoConfig:
     nfe: int | None = None
     cfg: float | None = None
     device: str = "auto"
+    dinov2_weights: str | None = None
     video: Path = Path("livefoley-demo.mp4")
     png: Path | None = Path("livefoley-demo.png")
     play: bool = False
@@ -50,7 +51,7 @@ def run_demo(cfg: DemoConfig, *, progress=None) -> dict:
     from capture.synthetic.world import World
     from model.generator import load_generator
 
-    gen = load_generator(cfg.model, device=cfg.device)
+    gen = load_generator(cfg.model, device=cfg.device, dinov2_weights=cfg.dinov2_weights)
     world = World(cfg.seed, width=cfg.size[0], height=cfg.size[1])
     n = max(1, round(cfg.seconds * CONTRACT.fps))
     sink = _open_device() if cfg.play else None

@@ -181,7 +181,7 @@ class PolicyConfig:
     max_rung: int | None = None  # None: the whole ladder
     startup_slots: int = 15  # the first slots (device start, first steps) only feed the EWMA
     auto_start: bool = True  # start on the first rung the warm-up step predicts to fit
-    deadline_fraction: float = 0.95
+    deadline_fraction: float = 1.9  # of T, from taking the frame: a vision slot may overrun one frame
     miss_alpha: float = 0.25  # EWMA of vision-deadline misses; above miss_limit: go to no-wait
     miss_limit: float = 0.75
 
@@ -905,7 +905,7 @@ class LiveEngine:
         if not rung.wait_for_vision:
             return self._a_ewma
         if self._v_ewma + self._a_ewma >= self.config.policy.deadline_fraction * FRAME_MS:
-            return math.inf  # the token could never be waited for within a frame
+            return math.inf  # the token could never be waited for in time
         return self._a_ewma + self._v_ewma / rung.vision_every
 
     def _choose_start_rung(self, measured: tuple[float, float] | None) -> None:
@@ -974,17 +974,20 @@ class LiveEngine:
         finally:
             inbox.close()
 
-    def _wait_budget_s(self, device, t_pick: float) -> float:
-        """How long (from now) a waiting rung may wait for the current frame's token: until
-        ``deadline_fraction`` of the frame period minus the audio path's time has passed since the
-        frame was taken (so that waiting never makes the worker miss the next frame), and never so
-        long that the device ring would run down to one block before the chunk is written."""
+    def _wait_budget_s(self, device, t_pick: float) -> tuple[float, bool]:
+        """How long (from now) a waiting rung may wait for the current frame's token, and whether the
+        device ring (rather than the frame budget) sets that limit: until ``deadline_fraction`` × T
+        minus the audio path's time has passed since the frame was taken (a vision slot may overrun
+        into the next frame, never by a whole one: no frame is skipped for it), and never so long
+        that the device ring would run down to one block before the chunk is written."""
         a_s = (self._a_ewma or 0.0) / 1000
         budget = t_pick + self.config.policy.deadline_fraction * FRAME_S - a_s - time.monotonic()
         if device is not None and device.started:
             ahead = device.delay_s - device.latency_s
-            budget = min(budget, ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - 0.25 * FRAME_S)
-        return budget
+            ring = ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - 0.25 * FRAME_S
+            if ring < budget:
+                return ring, True
+        return budget, False
 
     def _loop(self, session, sinks, capture) -> None:
         cfg = self.config
@@ -1013,6 +1016,7 @@ class LiveEngine:
         last_index: int | None = None
         trim_next = False
         underruns_seen = 0
+        underflows_seen = 0
         underrun_samples_seen = 0
         # The ring-level ledger (samples above the level the stream started with): a skipped slot
         # lowers it by a hop, an underrun raises it by the silence the device inserted; fill-ins and
@@ -1043,8 +1047,11 @@ class LiveEngine:
                 if not live:
                     self._pace_to_device(device, cushion + hop)
                 dev = device.stats()
-                if dev["underruns"] > underruns_seen and self.counts["chunks"] >= CONTRACT.fps:
+                flagged = dev["status_flags"].get("output_underflow", 0)
+                new_trouble = dev["underruns"] > underruns_seen or flagged > underflows_seen
+                if new_trouble and self.counts["chunks"] >= CONTRACT.fps:
                     late = True  # after start-up
+                underflows_seen = flagged
                 # a deficit beyond two frames is forgiven: after a long stall, re-creating the lost
                 # audio chunk by chunk would only add work when the worker is already behind
                 ledger = max(ledger + dev["underrun_samples"] - underrun_samples_seen - gap * hop, -2 * hop)
@@ -1061,11 +1068,12 @@ class LiveEngine:
                         self._end_reason = "stopped"
                         return
             elif policy.rung.wait_for_vision and self._last_offer == frame.index:
-                budget = max(0.0, self._wait_budget_s(device, t_pick))
-                missed = not vision.wait_for(frame.index, budget)
+                budget, ring_bound = self._wait_budget_s(device, t_pick)
+                missed = not vision.wait_for(frame.index, max(0.0, budget))
                 late = late or missed
-                a = cfg.policy.miss_alpha
-                self._miss_ewma = (1 - a) * self._miss_ewma + a * float(missed)
+                if not ring_bound:  # vision itself was too slow (not the ring too low)
+                    a = cfg.policy.miss_alpha
+                    self._miss_ewma = (1 - a) * self._miss_ewma + a * float(missed)
             self._take_token()
             fresh = self._token_frame is not None and self._token_frame.index == frame.index
             self.counts["fresh_slots" if fresh else "stale_slots"] += 1
@@ -1265,6 +1273,9 @@ class LiveEngine:
             "underruns_startup": startup,
             "underruns_after_startup": underruns - startup,
             "underrun_samples": dev["underrun_samples"] if dev else 0,
+            # underflows the sound system itself reported (PortAudio status flags): the callback ran
+            # too late even though the ring had audio (a starved process; small blocks make it likelier)
+            "device_underflows": dev["status_flags"].get("output_underflow", 0) if dev else 0,
             "overflows": dev["overflows"] if dev else 0,
             "device_latency_ms": round(1000 * dev["latency_s"], 2) if dev else None,
             "capture": None if cap_stats is None else {

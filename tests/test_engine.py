@@ -186,7 +186,12 @@ def assert_recording_was_played(played: np.ndarray, recorded: np.ndarray, volume
         assert errs[d] < S16_TOL, f"after a gap at recording sample {i} the playback does not resume it"
         i += d
         lost += d
-    assert len(gaps) <= sink["underruns"] and sum(gaps) <= sink["underrun_samples"], (gaps, sink)
+    # a gap is silence the ring ran out of (counted in samples), or an underflow the sound system
+    # itself reported (the callback came too late although the ring had audio)
+    underflows = sink["status_flags"]["output_underflow"]
+    assert len(gaps) <= sink["underruns"] + underflows, (gaps, sink)
+    if underflows == 0:
+        assert sum(gaps) <= sink["underrun_samples"], (gaps, sink)
     return start
 
 
@@ -319,8 +324,11 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
     """Every vision encode 60 ms slower than the real one (more than a frame): waiting for vision
     misses every deadline, so the policy pipelines it (``no-wait``: the audio path reuses the newest
     token); the audio stays continuous and the latency flat."""
+    # start on full (the policy must react), and stop at no-wait: the rungs above it shed CPU when
+    # the audio path itself is late, which these shared cores can cause at any moment
+    ladder = [r.name for r in build_ladder(nfe=generator.nfe, cfg=generator.cfg, valid_nfe=generator.valid_nfe)]
     cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0, threads=2, cushion_ms=100,
-                       policy=PolicyConfig(auto_start=False))  # start on full: the policy must react
+                       policy=PolicyConfig(auto_start=False, max_rung=ladder.index("no-wait")))
     engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
     st = engine.run()
     pol = st["policy"]
@@ -328,7 +336,7 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
           f"audio {st['audio_path_ms']} skipped {st['skipped_slots']} fill-ins {st['fill_ins']} "
           f"underruns {st['underruns']} ({st['underruns_after_startup']} after start-up)")
     assert st["vision_ms"]["p50"] >= 60
-    assert pol["rung"].startswith("no-wait") and pol["seconds_at"]["full"] < 1.5 and st["late_slots"] >= 3
+    assert pol["rung"] == "no-wait" and pol["seconds_at"]["full"] < 1.5 and st["late_slots"] >= 3
     assert st["stale_slots"] > 2 * st["fresh_slots"]
     assert st["chunks"] >= 0.9 * 180
     assert st["underruns_after_startup"] <= underrun_bound(st["chunks"])
@@ -488,7 +496,7 @@ def test_cli_help_and_bad_input(capsys):
         (["--source", "synthetic", "--record", "out.mp3"], r"extension must be .wav or .flac"),
         (["--source", "synthetic", "--duration", "0"], "--duration must be a positive number"),
         (["--source", "synthetic", "--volume", "7"], "volume must be between 0 and 4"),
-        (["--source", "synthetic", "--sink", "null"], "the default model is not installed"),
+        (["--source", "synthetic", "--sink", "null"], "default model"),
     ]
     for args, message in cases:
         t0 = time.monotonic()

@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--nfe", type=int, nargs="+", help="head NFEs to run (default: all the model supports)")
     p.add_argument("--cfg", type=float, nargs="+", help="guidance values (default: the model's ω and 1 = off)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--dinov2-weights", metavar="PATH",
+                   help="local DINOv2 weights (model.safetensors of timm/vit_small_patch14_reg4_dinov2.lvd142m)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="transformer / head / VAE dtype (default fp32)")
     p.add_argument("--vision-dtype", choices=("fp32", "bf16"), help="DINOv2 dtype (default: the model's)")
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise LivefoleyError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 854x480") from None
     cfg = BenchConfig(model=args.model, source=args.source, size=(w, h), frames=args.frames, warmup=args.warmup,
                       nfes=tuple(args.nfe or ()), cfgs=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
-                      vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed)
+                      vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed,
+                      dinov2_weights=args.dinov2_weights)
     with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
         report = run_bench(cfg, progress=bar.update)
     print(format_table(report))

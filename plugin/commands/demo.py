@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--nfe", type=int, help="head evaluations per frame (1, 2 or 4; default: the model's)")
     p.add_argument("--cfg", type=float, help="guidance ω (default: the model's, 3; 1 = off)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--dinov2-weights", metavar="PATH",
+                   help="local DINOv2 weights (model.safetensors of timm/vit_small_patch14_reg4_dinov2.lvd142m)")
     p.add_argument("-o", "--out", default="livefoley-demo.mp4", help="video to write (default livefoley-demo.mp4)")
     p.add_argument("--png", default=None, help="picture to write (default: the video's name with .png)")
     p.add_argument("--no-play", action="store_true", help="do not play on the sound device")
@@ -45,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from plugin.demo import DemoConfig, run_demo
 
     video = Path(args.out)
+    png = Path(args.png) if args.png else video.with_suffix(".png")
     cfg = DemoConfig(model=args.model, seconds=args.seconds, seed=args.seed, nfe=args.nfe, cfg=args.cfg,
-                     device=args.device, video=video, png=Path(args.png) if args.png else video.with_suffix(".png"),
+                     device=args.device, dinov2_weights=args.dinov2_weights, video=video, png=png,
                      play=not args.no_play)
     total = max(1, round(args.seconds * CONTRACT.fps))
     with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:

@@ -92,8 +92,8 @@ def _summary(st: dict) -> str:
         f"  glass-to-ear ms p50/p95/max {ms('glass_to_ear_ms')}; compute {ms('compute_ms')} "
         f"(vision {ms('vision_ms')}, audio path {ms('audio_path_ms')})\n"
         f"  skipped frames {st['skipped_slots']}, underruns {st['underruns']} "
-        f"({st['underruns_after_startup']} after start-up), rung {pol.get('rung', '-')} "
-        f"({pol.get('changes', 0)} changes)"
+        f"({st['underruns_after_startup']} after start-up; {st['device_underflows']} reported by the device), "
+        f"rung {pol.get('rung', '-')} ({pol.get('changes', 0)} changes)"
     )
 
 

@@ -68,17 +68,18 @@ smallest, ω already 1) are left out.  The ladder:
 
 Why this order (measured with the ``tiny`` preset on the 2-core build machine, one torch thread
 each for the audio path and vision, the engine at nice −10 while other jobs shared the cores):
-a full step costs vision ≈ 20 ms + audio path ≈ 9 ms (transformer 7.5, head 1.3, VAE 2.6) — just
-under T, with no room for jitter; the audio path alone (the token reused) ≈ 9 ms; dropping CFG
-saves ≈ 2.5 ms of it.  Vision is what to shed, but *not* by running it beside the audio path:
-on two cores, and with many small ops contending for the GIL, encoding concurrently slowed the
-audio path from 9 to 24–39 ms and vision from 20 to 43–63 ms (``no-wait`` measured g2e p50 150
-ms vs 121 ms for ``vision/2``).  So cadence comes first (``vision/2``: (29 + 9) / 2 ≈ 19 ms per
-slot, the encoded frame still fresh), CFG next, and pipelining last — for vision that is slow
-but not CPU-bound here (a GPU, or the slow-vision test double), where waiting would always miss.
-NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live --source
-synthetic --model tiny --threads 2 --sink null --duration 60 --json`` (``policy.seconds_at``, and
-the vision / audio-path times).
+a full step costs vision ≈ 20 ms + audio path ≈ 9 ms (transformer 7.5, head 1.3, VAE 2.6) when
+run alone — just under T, with no room for jitter; the audio path alone (token reused) ≈ 9 ms;
+dropping CFG saves ≈ 2.5 ms of it.  Vision is what to shed, but *not* by running it beside the
+audio path: on two cores, with many small ops contending for the GIL, encoding concurrently slowed
+the audio path from 9 to 24–39 ms and vision from 20 to 43–63 ms.  Pinned rungs, 40 s each on the
+device sink: ``vision/2`` glass-to-ear p50/p95 115/144 ms (audio path 14, vision 24 ms), ``no-wait``
+144/181 ms (audio path 23, vision 35 ms), ``full`` over budget (52 of 1200 frames skipped).  So
+cadence comes first (the encoded frame is still fresh), CFG next, and pipelining last — for vision
+that is slow but not CPU-bound here (a GPU, or the slow-vision test double), where waiting would
+always miss.  NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live
+--source synthetic --model tiny --threads 2 --sink device --duration 300 --json`` (``policy.
+seconds_at``; vision / audio-path times; glass-to-ear).
 
 **Metrics** (:meth:`LiveEngine.stats`): per chunk, glass-to-ear latency = (moment the chunk is
 handed to the sinks − capture time of the frame its token came from) + the device queue at that

@@ -144,9 +144,16 @@ class Generator:
     def generate(self, frames: Iterable, *, seed: int = 0, nfe: int | None = None, cfg: float | None = None,
                  batch_size: int = 32, progress=None) -> np.ndarray:
         """Offline: frames (any iterable of RGB arrays / Frames) → float32 audio (2, 1600·T)."""
+        return self.generate_from_tokens(self.tokenize(frames, batch_size=batch_size), seed=seed, nfe=nfe,
+                                         cfg=cfg, progress=progress)
+
+    def generate_from_tokens(self, token_blocks: Iterable[Tensor], *, seed: int = 0, nfe: int | None = None,
+                             cfg: float | None = None, progress=None) -> np.ndarray:
+        """The autoregressive loop over blocks of vision tokens ((n, d_token) each, in frame order, as
+        :meth:`tokenize` yields them) → float32 audio (2, 1600·T); ``progress(n)`` after each block."""
         chunks: list[np.ndarray] = []
         with self.stream(seed=seed, nfe=nfe, cfg=cfg, timing=False) as session:
-            for tokens in self.tokenize(frames, batch_size=batch_size):
+            for tokens in token_blocks:
                 # only the latent is fed back, so the VAE decodes the whole block in one call
                 # (the streaming decoder gives the same samples for any chunking)
                 latents = torch.cat([session.latent(v) for v in tokens])

@@ -398,21 +398,13 @@ def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None 
     (transformer, head, VAE: the main thread), so on two cores the vision path is nearly free.
     ``progress(n)`` is called per block of ``n`` frames done.
     """
-    chunks: list[np.ndarray] = []
     fit = model_input_fitter(gen)
     with Prefetch(_fitted(frames, fit), depth=batch_size) as decoded, \
             Prefetch(gen.tokenize(decoded, batch_size=batch_size), depth=2,
-                     name="livefoley-vision") as blocks, \
-            gen.stream(seed=seed, nfe=nfe, cfg=cfg, timing=False) as session:
-        for tokens in blocks:
-            for v in tokens:
-                chunks.append(session.step_token(v))
-            if progress is not None:
-                progress(len(tokens))
+                     name="livefoley-vision") as blocks:
+        audio = gen.generate_from_tokens(blocks, seed=seed, nfe=nfe, cfg=cfg, progress=progress)
         busy = (decoded.busy_seconds, blocks.busy_seconds)
-    if not chunks:
-        raise GenerateError("no frames to generate from")
-    return np.concatenate(chunks, axis=1), busy
+    return audio, busy
 
 
 # ---- the job ----------------------------------------------------------------------------------------------

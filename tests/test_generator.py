@@ -228,3 +228,9 @@ def test_memory_stays_flat_over_20000_streamed_frames(tiny):
         grown = rss_mb() - start
         assert cache.k.data_ptr() == ptr and cache.n_seen == 1 + 20_000 + 19_999  # BOS, v_i, x_1…x_{T-1}
     assert grown < 20, f"resident memory grew by {grown:.1f} MB over 18 000 frames"
+
+
+def test_the_public_entry_point_is_model_load_generator():
+    import model
+
+    assert model.load_generator is load_generator  # DESIGN.md: model.load_generator(name_or_path, device)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audio.checkpoint import describe_mismatch
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 
@@ -855,30 +856,12 @@ def load_vae_state_dict(
     """
     sd = _normalise_keys(state_dict, source)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    misshaped = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in sd and sd[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or misshaped:
-
-        def first(items: list[str]) -> str:
-            more = f" … (+{len(items) - 10} more)" if len(items) > 10 else ""
-            return ", ".join(items[:10]) + more
-
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {first(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected: {first(unexpected)}")
-        if misshaped:
-            parts.append(f"{len(misshaped)} with the wrong shape: {first(misshaped)}")
+    problems = describe_mismatch(expected, sd)
+    if problems:
         raise VAEWeightsError(
             f"{source} does not match the VAE config (channels={model.config.channels}, "
             f"c_mults={model.config.c_mults}, strides={model.config.strides}): "
-            + "; ".join(parts)
+            + problems
             + ". Use the config these weights were trained with."
         )
     with torch.no_grad():

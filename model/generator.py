@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from audio.checkpoint import describe_mismatch
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.vae import CausalVAE, load_vae
@@ -305,20 +306,9 @@ def save_model(folder: str | Path, model: SoundReactor, vae: CausalVAE) -> Path:
 
 
 def _load_state(module: torch.nn.Module, tensors: dict[str, Tensor], where: Path) -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    shapes = [f"{k}: file {tuple(tensors[k].shape)} vs config {tuple(v.shape)}"
-              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {', '.join(missing[:10])}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:10])}")
-        if shapes:
-            parts.append(f"mis-shaped {len(shapes)}: {'; '.join(shapes[:10])}")
-        raise CheckpointError(f"{where}: tensors do not match config.json ({' | '.join(parts)})")
+    problems = describe_mismatch(module.state_dict(), tensors)
+    if problems:
+        raise CheckpointError(f"{where}: tensors do not match config.json ({problems})")
     module.load_state_dict(tensors, strict=True)
 
 

@@ -107,6 +107,16 @@ class Generator:
     def valid_nfe(self) -> tuple[int, ...]:
         return self.model.head.valid_nfe()
 
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Run the transformer, head, token embeddings and VAE in ``dtype`` (bf16 / fp16); the vision
+        tokenizer keeps its own dtype (VisionConfig.dtype) and latent statistics stay fp32.  The stream
+        session casts at the boundaries."""
+        m = self.model
+        for module in (m.transformer, m.head, m.vision_in, m.audio_in, self.vae):
+            module.to(dtype)
+        m.bos.data = m.bos.data.to(dtype)
+        m.null_vision.data = m.null_vision.data.to(dtype)
+
     def check_nfe(self, nfe: int) -> int:
         if nfe not in self.valid_nfe:
             raise LivefoleyError(
@@ -267,11 +277,12 @@ class StreamSession:
         if self.pending is not None:  # 1. feed x_{i-1}
             self.z_a = m.transformer.step(m.audio_in(self.pending).view(1, 1, -1))[:, 0]
         guided = self.cfg != 1.0
-        z = m.transformer.step(m.embed_vision(v_token.view(1, -1), guided=guided))  # 3. (1, G, d)
+        dtype = m.vision_in.weight.dtype  # the compute dtype (see Generator.set_compute_dtype)
+        z = m.transformer.step(m.embed_vision(v_token.view(1, -1).to(dtype), guided=guided))  # 3. (1, G, d)
         z_v = z[:, 1] + self.cfg * (z[:, 0] - z[:, 1]) if guided else z[:, 0]
         self.clock.lap("transformer")
         draws = m.head.noise_draws(self.nfe)
-        noise = torch.randn((draws, 1, CONTRACT.latent_dim), generator=self.noise).to(self.gen.device)
+        noise = torch.randn((draws, 1, CONTRACT.latent_dim), generator=self.noise).to(self.gen.device, dtype)
         x = m.head.sample(torch.cat((self.z_a, z_v), dim=-1), nfe=self.nfe, noise=noise)  # 4. (1, 64)
         self.pending = x
         self.clock.lap("head")
@@ -281,7 +292,8 @@ class StreamSession:
     @torch.inference_mode()
     def decode(self, latents: Tensor) -> np.ndarray:
         """Step 5: normalised latents (T, 64) in stream order → float32 audio (2, 1600·T)."""
-        wav = self.gen.vae.decode(self.gen.model.denormalize(latents).T[None])  # (1, 2, 1600·T)
+        z = self.gen.model.denormalize(latents.float()).T[None]  # statistics are fp32
+        wav = self.gen.vae.decode(z.to(self.gen.model.vision_in.weight.dtype))  # (1, 2, 1600·T)
         out = wav[0].float().cpu().numpy()
         self.clock.lap("vae")
         return out

@@ -152,7 +152,7 @@ class DiffusionHead(nn.Module):
         c_skip, c_out, c_in, c_noise = precondition(sigma[:, None], sigma_data=self.config.sigma_data,
                                                     sigma_min=smin)
         h = self.in_proj(x * c_in)
-        c = self.t_embed(timestep_embedding(c_noise[:, 0], self.config.freq_dim)) + c_emb
+        c = self.t_embed(timestep_embedding(c_noise[:, 0], self.config.freq_dim).to(h.dtype)) + c_emb
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.out_ada(c).chunk(2, dim=-1)

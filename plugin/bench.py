@@ -85,11 +85,7 @@ def run_bench(cfg: BenchConfig, *, progress=None) -> dict:
                          dinov2_weights=cfg.dinov2_weights)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     if dtype != torch.float32:
-        gen.model.transformer.to(dtype)
-        gen.model.head.to(dtype)
-        gen.model.vision_in.to(dtype)
-        gen.model.audio_in.to(dtype)
-        gen.vae.to(dtype)
+        gen.set_compute_dtype(dtype)
     frames, capture_ms = capture_frames(cfg.source, cfg.frames + cfg.warmup, cfg.size)
     nfes = cfg.nfes or gen.valid_nfe
     cfgs = cfg.cfgs or tuple(dict.fromkeys((gen.cfg, 1.0)))

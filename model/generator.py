@@ -252,18 +252,16 @@ class StreamSession:
     def step(self, frame) -> np.ndarray:
         """RGB uint8 (H, W, 3) frame (or capture.Frame) → float32 audio (2, 1600)."""
         self.clock.start()
-        with torch.inference_mode():
-            v = self.gen.model.tokenizer.step(_as_rgb(frame), lap=self.clock.lap)
-        return self.decode(self.latent(v))
+        return self.decode(self.latent(self.encode(frame, lap=self.clock.lap)))
 
-    def encode(self, frame) -> Tensor:
+    def encode(self, frame, *, lap=None) -> Tensor:
         """Vision only: RGB uint8 (H, W, 3) frame (or capture.Frame) → its token (d_token,), for
         :meth:`step_token`.  Advances the tokenizer's Δ state (the next frame's difference is taken
         to this one).  It shares no state with :meth:`step_token`, so the live engine runs it on its
         own thread while the previous token is being turned into audio (never two at once, and never
         concurrently with :meth:`reset`)."""
         with torch.inference_mode():
-            return self.gen.model.tokenizer.step(_as_rgb(frame))
+            return self.gen.model.tokenizer.step(_as_rgb(frame), lap=lap)
 
     def step_token(self, v_token: Tensor) -> np.ndarray:
         """Same as :meth:`step` for an already computed vision token (d_token,)."""

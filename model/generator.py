@@ -322,21 +322,23 @@ def _load_state(module: torch.nn.Module, tensors: dict[str, Tensor], where: Path
     module.load_state_dict(tensors, strict=True)
 
 
-def build_model(config: GeneratorConfig) -> SoundReactor:
-    """A freshly initialised model; the initialisation is reproducible from ``config.init_seed``."""
+def build_model(config: GeneratorConfig, *, with_backbone: bool = True) -> SoundReactor:
+    """A freshly initialised model; the initialisation is reproducible from ``config.init_seed``.
+    ``with_backbone=False``: without the frozen DINOv2 (training on cached grids needs none)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)
-        return SoundReactor(config)
+        return SoundReactor(config, with_backbone=with_backbone)
 
 
-def _with_vision(config: GeneratorConfig, dtype: str | None, weights: str | Path | None) -> GeneratorConfig:
+def with_vision_overrides(config: GeneratorConfig, *, dtype: str | None = None,
+                          dinov2_weights: str | Path | None = None) -> GeneratorConfig:
     """Runtime overrides of the vision backbone: compute dtype, and a local DINOv2 weights file (the
     recorded fingerprint stays, so a file that differs from the training weights is refused)."""
     vision = config.vision
     if dtype is not None:
         vision = vision.replace(dtype=dtype)
-    if weights is not None:
-        vision = vision.replace(weights=str(weights))
+    if dinov2_weights is not None:
+        vision = vision.replace(weights=str(dinov2_weights))
     return config.replace(vision=vision)
 
 
@@ -367,7 +369,7 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
             )
     if folder is None:
         log.warning("model preset %r has seeded, untrained weights: output is not meaningful audio", name)
-        config = _with_vision(model_preset(name), vision_dtype, dinov2_weights)
+        config = with_vision_overrides(model_preset(name), dtype=vision_dtype, dinov2_weights=dinov2_weights)
         model = build_model(config)
         with torch.random.fork_rng(devices=[]):  # the untrained VAE is reproducible too
             torch.manual_seed(config.init_seed + 1)
@@ -378,8 +380,8 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
             raise CheckpointError(f"{folder} has no config.json; a model folder holds config.json + "
                                   "model.safetensors + vae.safetensors")
         try:
-            config = _with_vision(GeneratorConfig.from_dict(json.loads(cfg_path.read_text())), vision_dtype,
-                                  dinov2_weights)
+            config = with_vision_overrides(GeneratorConfig.from_dict(json.loads(cfg_path.read_text())),
+                                           dtype=vision_dtype, dinov2_weights=dinov2_weights)
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{cfg_path} is not valid JSON ({err})") from err
         model = build_model(config)

@@ -22,11 +22,11 @@ from model.vision import FrameTokenizer
 
 
 class SoundReactor(nn.Module):
-    def __init__(self, config: GeneratorConfig) -> None:
+    def __init__(self, config: GeneratorConfig, *, with_backbone: bool = True) -> None:
         super().__init__()
         self.config = config
         d = config.transformer.d_model
-        self.tokenizer = FrameTokenizer(config.vision)
+        self.tokenizer = FrameTokenizer(config.vision, with_backbone=with_backbone)
         self.vision_in = nn.Linear(config.vision.d_token, d)
         self.audio_in = nn.Linear(config.vae.latent_dim, d)
         self.bos = nn.Parameter(torch.randn(d) * 0.02)

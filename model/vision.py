@@ -143,6 +143,17 @@ class VisionConfig:
         ph, pw = self.patch_grid
         return (ph // self.pool, pw // self.pool)
 
+    def same_tokens(self, other: VisionConfig) -> bool:
+        """Whether ``other`` turns frames into the same tokens: every field equal except where the
+        weights are read from (``weights``, ``weights_sha256``) — the fingerprints decide which
+        weights they are, when both are known (else the weights must be named alike)."""
+        where = {"weights": "hub", "weights_sha256": None, "fingerprint": None}
+        if self.replace(**where) != other.replace(**where):
+            return False
+        if self.fingerprint is None or other.fingerprint is None:
+            return self.weights == other.weights
+        return self.fingerprint == other.fingerprint
+
     @property
     def seed(self) -> int | None:
         m = _SEEDED.fullmatch(self.weights)
@@ -567,19 +578,23 @@ class FrameTokenizer(nn.Module):
     The frozen backbone is held outside the module tree: its weights come from
     ``config.weights``, so they are not in ``state_dict()`` / ``parameters()``; ``.to()`` still
     moves it.  ``backbone`` may be shared between tokenizers of the same vision config.
+    ``with_backbone=False`` builds only the trainable part (training reads cached grids, so it needs
+    no DINOv2 weights); encoding frames then raises :class:`VisionError`.
     """
 
-    def __init__(self, config: VisionConfig | None = None, *, backbone: DinoBackbone | None = None) -> None:
+    def __init__(self, config: VisionConfig | None = None, *, backbone: DinoBackbone | None = None,
+                 with_backbone: bool = True) -> None:
         super().__init__()
         config = VisionConfig() if config is None else config
-        if backbone is None:
+        if backbone is None and with_backbone:
             backbone = DinoBackbone(config=config)
-        elif _backbone_fields(backbone.config) != _backbone_fields(config):
+        elif backbone is not None and _backbone_fields(backbone.config) != _backbone_fields(config):
             raise ValueError("the shared backbone was built for another vision config")
         self.config = config
         object.__setattr__(self, "_backbone", backbone)  # not a submodule (see class docstring)
+        self.embed_dim = backbone.embed_dim if backbone is not None else backbone_width(config.backbone)
         gh, gw = config.grid_size
-        c, d = backbone.embed_dim, config.d_proj
+        c, d = self.embed_dim, config.d_proj
         self.proj = nn.Linear(2 * c, d)  # on concat(grid, Δgrid)
         self.pos = nn.Parameter(torch.randn(1, gh * gw, d) * 0.02)  # learned 2-D positions, row-major
         self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
@@ -591,6 +606,9 @@ class FrameTokenizer(nn.Module):
 
     @property
     def backbone(self) -> DinoBackbone:
+        if self._backbone is None:
+            raise VisionError("this frame tokenizer was built without its DINOv2 backbone (for training on "
+                              "cached grids); load the model with load_generator() to encode frames")
         return self._backbone
 
     def resolved_config(self) -> VisionConfig:
@@ -599,7 +617,8 @@ class FrameTokenizer(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        self.backbone._apply(fn, recurse)
+        if self._backbone is not None:
+            self._backbone._apply(fn, recurse)
         return self
 
     # --- batched ----------------------------------------------------------------------------------
@@ -633,7 +652,7 @@ class FrameTokenizer(nn.Module):
             grids = grids[None]
             prev_grid = None if prev_grid is None else prev_grid[None]
         gh, gw = self.config.grid_size
-        c = self.backbone.embed_dim
+        c = self.embed_dim
         if grids.ndim != 5 or tuple(grids.shape[2:]) != (gh, gw, c):
             raise ValueError(f"grids must be (B, T, {gh}, {gw}, {c}), got {tuple(grids.shape)}")
         B, T = grids.shape[:2]
@@ -662,7 +681,7 @@ class FrameTokenizer(nn.Module):
         gh, gw = self.config.grid_size
         with torch.inference_mode(False):  # ordinary tensors even when entered under inference mode
             self._stream = _StreamState(
-                prev_grid=torch.zeros((gh, gw, self.backbone.embed_dim), device=self.backbone.device),
+                prev_grid=torch.zeros((gh, gw, self.embed_dim), device=self.proj.weight.device),
                 image=torch.empty((1, 3, h, w), dtype=torch.float32),
             )
         try:
@@ -696,6 +715,14 @@ class FrameTokenizer(nn.Module):
         st.prev_grid.copy_(grid[0])
         st.has_prev = True
         return token[0, 0]
+
+
+def backbone_width(name: str) -> int:
+    """The embedding width of timm backbone ``name`` (built on the meta device: no weights, no work)."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return int(timm.create_model(name, pretrained=False, num_classes=0).embed_dim)
 
 
 def _backbone_fields(c: VisionConfig) -> tuple:

@@ -288,7 +288,8 @@ class EngineConfig:
       all with only null / file sinks).
     - ``sinks`` (sink strings) and ``record`` (a .wav/.flac path): where the audio goes.
     - ``duration_s``: stop after this much stream time (None: until stopped / the source ends).
-    - ``model`` / ``device`` / ``threads``: the generator; ``threads`` is the number of CPU threads
+    - ``model`` / ``device`` / ``dinov2_weights`` / ``threads``: the generator (``dinov2_weights``: a
+      local DINOv2 file for a model whose vision weights come from the hub); ``threads`` is the number of CPU threads
       in all (None: leave torch's setting): the audio path gets ⌈N/2⌉, the vision thread ⌊N/2⌋
       (at least 1 each; two threads per op gave the tiny model no speed-up on 2 cores, measured);
       ``nfe`` / ``cfg`` (None: the model's defaults); ``seed``.
@@ -307,6 +308,7 @@ class EngineConfig:
     duration_s: float | None = None
     model: str = "default"
     device: str = "auto"
+    dinov2_weights: str | None = None
     threads: int | None = None
     nfe: int | None = None
     cfg: float | None = None
@@ -784,7 +786,7 @@ class LiveEngine:
         if self.config.audio_threads is not None:
             torch.set_num_threads(self.config.audio_threads)
         log.info("loading model %s on %s", name, self.config.device)
-        return load_generator(name, device=self.config.device)
+        return load_generator(name, device=self.config.device, dinov2_weights=self.config.dinov2_weights)
 
     def _open_source(self):
         if self._source_obj is not None:

@@ -62,13 +62,15 @@ class GenerateConfig:
     """Options of one ``generate`` run (CLI flags of the same names).
 
     ``nfe``/``cfg`` None → the model's defaults; ``duration`` None → to the end; ``mix`` None → no
-    mixing; ``format`` (a suffix such as ``".mkv"``/``".wav"``) names the outputs written to a
-    folder (default: the input's own container); ``threads`` = torch CPU threads (None → 1, see
+    mixing; ``dinov2_weights``: a local DINOv2 file (for a model with hub vision weights);
+    ``format`` (a suffix such as ``".mkv"``/``".wav"``) names the outputs written to a folder
+    (default: the input's own container); ``threads`` = torch CPU threads (None → 1, see
     :func:`cpu_threads`).
     """
 
     model: str = "default"
     device: str = "auto"
+    dinov2_weights: str | None = None
     nfe: int | None = None
     cfg: float | None = None
     seed: int = 0
@@ -539,7 +541,7 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
 
         from model.generator import load_generator
 
-        gen = load_generator(config.model, config.device)
+        gen = load_generator(config.model, config.device, dinov2_weights=config.dinov2_weights)
         if gen.device.type == "cpu":
             torch.set_num_threads(cpu_threads(config.threads))
     if gen is not None:

@@ -134,3 +134,12 @@ def test_torchrun_two_cpu_processes_train_with_ddp_and_gloo(cache, tmp_path):
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2]  # only rank 0 writes
     load_generator(out, device="cpu")
+
+
+def test_training_settings_are_checked_before_any_work(cache, tmp_path, capsys):
+    out = tmp_path / "never"
+    for flags, words in ((["--sample-every", "0"], "sample_every = 0"), (["--steps", "-3"], "steps = -3"),
+                         (["--lr", "0"], "lr > 0"), (["--ema-decay", "1"], "ema_decay")):
+        assert main(["train", "stage1", "--cache", str(cache), "--out", str(out), *flags, "--no-progress"]) == 2
+        assert words in capsys.readouterr().err
+        assert not out.exists()

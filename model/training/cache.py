@@ -34,7 +34,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.vae import CausalVAE
-from model.vision import FrameTokenizer
+from model.vision import FrameTokenizer, VisionConfig
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,10 @@ def prepare(
     data, out = Path(data), Path(out)
     videos = find_videos(data)
     cache = FeatureCache(out)
-    vision_cfg, vae_cfg = tokenizer.config.to_dict(), vae.config.to_dict()
+    vision, vae_cfg = tokenizer.resolved_config(), vae.config.to_dict()  # the fingerprint recorded
+    vision_cfg = vision.to_dict()
     if cache.exists:
-        if cache.index["vision"] != vision_cfg or cache.index["vae"] != vae_cfg:
+        if not VisionConfig.from_dict(cache.index["vision"]).same_tokens(vision) or cache.index["vae"] != vae_cfg:
             raise LivefoleyError(
                 f"{out} was prepared with a different vision or VAE config; use a new --out folder"
             )

@@ -36,6 +36,7 @@ from audio.vae import load_vae
 from model.config import GeneratorConfig
 from model.generator import Generator, _load_state, build_model, save_model
 from model.training.cache import FeatureCache, latent_stats
+from model.vision import VisionConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,18 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16", "off"
+
+    def __post_init__(self) -> None:
+        counts = ("steps", "batch_size", "window_frames", "ect_stage_interval", "val_every", "val_batches",
+                  "sample_every", "ckpt_every", "log_every")
+        bad = [f"{name} = {getattr(self, name)}" for name in counts if getattr(self, name) < 1]
+        if bad:  # the intervals too: the last step always validates, samples and checkpoints
+            raise LivefoleyError(f"training settings must be positive: {', '.join(bad)}")
+        if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup >= 0 and self.grad_clip > 0):
+            raise LivefoleyError(f"need lr > 0, 0 ≤ ema_decay < 1, warmup ≥ 0 and grad_clip > 0 (got lr {self.lr}, "
+                                 f"ema_decay {self.ema_decay}, warmup {self.warmup}, grad_clip {self.grad_clip})")
+        if self.stage not in ("diffusion", "consistency") or self.amp not in ("auto", "bf16", "off"):
+            raise LivefoleyError(f"unknown stage {self.stage!r} or amp {self.amp!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,18 +147,25 @@ def train(
     d = setup_distributed(device)
     out = Path(out)
     cache = FeatureCache(cache_dir).require()
-    if cache.index["vision"] != model_config.vision.to_dict():
-        raise LivefoleyError("the cache was prepared with a different vision config than the model uses")
+    # The model records the fingerprint of the DINOv2 weights its cache was made with (a preset that
+    # names no fingerprint — "hub" — takes the cache's), and keeps its own weights location.
+    cached_vision, vision = VisionConfig.from_dict(cache.index["vision"]), model_config.vision
+    if vision.fingerprint is None:
+        vision = vision.replace(fingerprint=cached_vision.fingerprint)
+    if not cached_vision.same_tokens(vision):
+        raise LivefoleyError("the cache was prepared with a different vision config (or DINOv2 weights) than "
+                             "the model uses")
+    model_config = model_config.replace(vision=vision)
     vae = load_vae(model_config.vae.__class__.from_dict(cache.index["vae"]), cache.root / "vae.safetensors")
     model_config = model_config.replace(vae=vae.config, stage=tc.stage)
 
-    model = build_model(model_config)
+    model = build_model(model_config, with_backbone=False)
     if init is not None:  # ECT starts from a stage-1 run
         init = Path(init)
         init_cfg = GeneratorConfig.from_dict(json.loads((init / "config.json").read_text()))
         if init_cfg.replace(stage=tc.stage, notes={}) != model_config.replace(notes={}):
             model_config = init_cfg.replace(stage=tc.stage)
-            model = build_model(model_config)
+            model = build_model(model_config, with_backbone=False)
         _load_state(model, load_file(str(init / "model.safetensors")), init / "model.safetensors")
     elif tc.stage == "diffusion":
         mean, std = latent_stats(cache)

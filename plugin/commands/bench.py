@@ -22,6 +22,8 @@ examples:
 
 
 def register(subparsers) -> None:
+    from plugin.options import add_dinov2_weights
+
     p = subparsers.add_parser("bench", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="model folder or name (default: the shipped model)")
@@ -32,8 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--nfe", type=int, nargs="+", help="head NFEs to run (default: all the model supports)")
     p.add_argument("--cfg", type=float, nargs="+", help="guidance values (default: the model's ω and 1 = off)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--dinov2-weights", metavar="PATH",
-                   help="local DINOv2 weights (model.safetensors of timm/vit_small_patch14_reg4_dinov2.lvd142m)")
+    add_dinov2_weights(p)
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="transformer / head / VAE dtype (default fp32)")
     p.add_argument("--vision-dtype", choices=("fp32", "bf16"), help="DINOv2 dtype (default: the model's)")

@@ -21,6 +21,8 @@ examples:
 
 
 def register(subparsers) -> None:
+    from plugin.options import add_dinov2_weights
+
     p = subparsers.add_parser("demo", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="model folder or name (default: the shipped model)")
@@ -29,8 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--nfe", type=int, help="head evaluations per frame (1, 2 or 4; default: the model's)")
     p.add_argument("--cfg", type=float, help="guidance ω (default: the model's, 3; 1 = off)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--dinov2-weights", metavar="PATH",
-                   help="local DINOv2 weights (model.safetensors of timm/vit_small_patch14_reg4_dinov2.lvd142m)")
+    add_dinov2_weights(p)
     p.add_argument("-o", "--out", default="livefoley-demo.mp4", help="video to write (default livefoley-demo.mp4)")
     p.add_argument("--png", default=None, help="picture to write (default: the video's name with .png)")
     p.add_argument("--no-play", action="store_true", help="do not play on the sound device")

@@ -54,6 +54,8 @@ MAX_PLOT_TRACKS = 4
 
 
 def register(subparsers) -> None:
+    from plugin.options import add_dinov2_weights
+
     p = subparsers.add_parser(
         "eval", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -79,6 +81,7 @@ def register(subparsers) -> None:
     gen.add_argument("--cfg", type=float, metavar="W",
                      help="classifier-free guidance ω (default: the model's)")
     gen.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
+    add_dinov2_weights(gen)
     p.add_argument("--vae-ceiling", action="store_true",
                    help="also evaluate the ground truth passed through the model's VAE (encode → decode)")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -249,7 +252,7 @@ def _run_model(args, cfg) -> dict:
         raise LivefoleyError(f"--seconds {args.seconds} gives fewer than 2 frames; evaluate at least 0.1 s")
     size = parse_size(args.size, what="--size")
     t0 = time.perf_counter()
-    gen = load_generator(args.model, device=args.device)
+    gen = load_generator(args.model, device=args.device, dinov2_weights=args.dinov2_weights)
     load_s = time.perf_counter() - t0
     variants = resolve_nfe(args.nfe, gen)
     guidance = gen.cfg if args.cfg is None else float(args.cfg)
@@ -433,7 +436,7 @@ def _run_files(args, cfg) -> dict:
             raise LivefoleyError("--vae-ceiling with --generated needs --model MODEL (whose VAE to use)")
         from model.generator import load_generator
 
-        gen = load_generator(args.model, device=args.device)
+        gen = load_generator(args.model, device=args.device, dinov2_weights=args.dinov2_weights)
     rows_clips: dict[str, list[dict]] = {"ground truth": [], "generated": []}
     if gen is not None:
         rows_clips["vae ceiling"] = []

@@ -57,6 +57,8 @@ examples:
 
 
 def register(subparsers) -> None:
+    from plugin.options import add_dinov2_weights
+
     p = subparsers.add_parser("generate", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file(s) or folder(s) of videos")
@@ -76,6 +78,7 @@ def register(subparsers) -> None:
                    help="noise seed: same seed, same sound (default 0)")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the model runs (default auto: CUDA when available)")
+    add_dinov2_weights(g)
     g.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="frames per vision-encoder batch (default 32)")
     g.add_argument("--threads", type=int, default=None, metavar="N",
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     from plugin.generate import GenerateConfig, run_generate
 
     config = GenerateConfig(
-        model=args.model, device=args.device, nfe=args.nfe, cfg=args.cfg, seed=args.seed, start=args.start,
+        model=args.model, device=args.device, dinov2_weights=args.dinov2_weights, nfe=args.nfe, cfg=args.cfg,
+        seed=args.seed, start=args.start,
         duration=args.duration, keep_audio=args.keep_audio, mix=args.mix, overwrite=args.overwrite,
         batch_size=args.batch_size, threads=args.threads, format=args.format,
         progress=not (args.no_progress or getattr(args, "quiet", False)),

@@ -47,6 +47,8 @@ Examples:
 
 
 def register(subparsers) -> None:
+    from plugin.options import add_dinov2_weights
+
     p = subparsers.add_parser(
         "live", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -63,6 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--volume", type=float, default=1.0, metavar="V", help="playback volume, 0–4 (default 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the model runs (default auto: CUDA when available)")
+    add_dinov2_weights(p)
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads in all, split between the audio path and the vision encoder, which "
                         "run side by side (default: torch's own setting)")
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise LivefoleyError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
     config = EngineConfig(
         source=args.source, sinks=tuple(args.sink or ["device"]), record=args.record,
-        duration_s=args.duration, model=args.model, device=args.device, threads=args.threads,
+        duration_s=args.duration, model=args.model, device=args.device, dinov2_weights=args.dinov2_weights,
+        threads=args.threads,
         nfe=args.nfe, cfg=args.cfg, volume=args.volume, seed=args.seed, blocksize=args.blocksize,
         cushion_ms=args.cushion_ms, policy=PolicyConfig(enabled=not args.no_degrade),
     )

@@ -21,6 +21,8 @@ examples:
 
 
 def register(subparsers) -> None:
+    from plugin.options import add_dinov2_weights
+
     p = subparsers.add_parser("prepare", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos with sound (searched recursively)")
@@ -33,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of files held out (default 0.1)")
     p.add_argument("--batch-size", type=int, default=32, help="frames per DINOv2 batch (default 32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_dinov2_weights(p)
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="summary as JSON (stdout or FILE)")
     p.set_defaults(func=run)
 
@@ -75,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
     from audio.errors import LivefoleyError
     from capture.file import probe_video
-    from model.generator import resolve_device
+    from model.generator import resolve_device, with_vision_overrides
     from model.training.cache import find_videos, prepare
     from model.vision import FrameTokenizer
 
     config, folder_vae = resolve_model_config(args.model_config)
+    config = with_vision_overrides(config, dinov2_weights=args.dinov2_weights)
     device = resolve_device(args.device)
     if args.vae is None and folder_vae is None:
         logging.getLogger("livefoley").warning(

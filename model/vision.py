@@ -440,6 +440,15 @@ class DinoBackbone(nn.Module):
     def device(self) -> torch.device:
         return self.vit.pos_embed.device
 
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 → the same picture scaled to fit the input size, aspect ratio kept (area
+        interpolation when shrinking, bicubic when enlarging); a frame already that size is returned
+        as it is, so fitting ahead of :meth:`preprocess` (in another thread) gives the same tokens."""
+        h, w = self.config.input_size
+        H, W = image.shape[:2]
+        s = min(h / H, w / W)
+        return _resize(image, min(h, max(1, round(H * s))), min(w, max(1, round(W * s))))
+
     def preprocess(self, frames, *, out: Tensor | None = None) -> Tensor:
         """RGB uint8 frames → normalised images (T, 3, h, w) float32 on the backbone's device.
 
@@ -455,10 +464,8 @@ class DinoBackbone(nn.Module):
         elif out.shape != (len(frames), 3, h, w):
             raise ValueError(f"out buffer {tuple(out.shape)} != {(len(frames), 3, h, w)}")
         for i, img in enumerate(frames):
-            H, W = img.shape[:2]
-            s = min(h / H, w / W)
-            nh, nw = min(h, max(1, round(H * s))), min(w, max(1, round(W * s)))
-            img = _resize(img, nh, nw)
+            img = self.fit(img)
+            nh, nw = img.shape[:2]
             top, left = (h - nh) // 2, (w - nw) // 2
             dst = out[i]
             dst.zero_()  # border = mean colour after normalising

@@ -345,29 +345,7 @@ class Prefetch:
         self.close()
 
 
-def model_input_fitter(gen) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The vision tokenizer's own letterbox resize (aspect kept, fit into its input size), to run in
-    the decoding thread: the tokenizer then finds frames already at size and leaves them alone, so
-    the tokens are bit-identical to resizing in the model — but the main thread is spared ≈ 4 ms
-    per 720p frame (the resize and stacking full-size frames).  None when ``gen`` has no such
-    tokenizer."""
-    try:
-        from model.vision import _resize  # the exact function DinoBackbone.preprocess uses
-
-        h, w = gen.model.tokenizer.backbone.config.input_size
-    except (ImportError, AttributeError):
-        return None
-
-    def fit(image: np.ndarray) -> np.ndarray:
-        H, W = image.shape[:2]
-        s = min(h / H, w / W)  # DinoBackbone.preprocess's rule
-        nh, nw = min(h, max(1, round(H * s))), min(w, max(1, round(W * s)))
-        return _resize(image, nh, nw)
-
-    return fit
-
-
-def _fitted(frames: Iterable, fit: Callable[[np.ndarray], np.ndarray] | None) -> Iterator:
+def _fitted(frames: Iterable, fit: Callable[[np.ndarray], np.ndarray]) -> Iterator:
     """``frames`` (capture Frames) → images passed through ``fit``; a repeated frame (the same array
     object, from the 30-fps resampler) is resized once."""
     last_in: np.ndarray | None = None
@@ -375,9 +353,6 @@ def _fitted(frames: Iterable, fit: Callable[[np.ndarray], np.ndarray] | None) ->
     try:
         for frame in frames:
             image = frame.image
-            if fit is None:
-                yield image
-                continue
             if image is not last_in:
                 last_in, last_out = image, fit(image)
             yield last_out
@@ -400,7 +375,10 @@ def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None 
     (transformer, head, VAE: the main thread), so on two cores the vision path is nearly free.
     ``progress(n)`` is called per block of ``n`` frames done.
     """
-    fit = model_input_fitter(gen)
+    # The backbone's own resize, in the decoding thread: the backbone then finds frames already at
+    # size and leaves them alone (bit-identical tokens), and the main thread is spared ≈ 4 ms per
+    # 720p frame (the resize, and stacking full-size frames).
+    fit = gen.model.tokenizer.backbone.fit
     with Prefetch(_fitted(frames, fit), depth=batch_size) as decoded, \
             Prefetch(gen.tokenize(decoded, batch_size=batch_size), depth=2,
                      name="livefoley-vision") as blocks:

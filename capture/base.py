@@ -63,5 +63,9 @@ class FrameSource(ABC):
         while (frame := self.read()) is not None:
             yield frame
 
+    def stats(self) -> dict | None:
+        """The source's own counters (e.g. OBS's gaps), or None when it keeps none."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, fps={self.fps:g}, size={self.size})"

@@ -24,9 +24,9 @@ is an error listing the sources that do.
 
 Options (``open_source("obs:NAME", **options)``): ``host``, ``port``, ``password`` (else
 :func:`plugin.obs.client.resolve_target`: ``LIVEFOLEY_OBS_*`` environment, saved settings, prompt),
-``input_size`` ((h, w); default: :data:`DEFAULTS` or the installed default model's, else 224×392),
-``fps``, ``quality`` (JPEG 1–100), ``timeout`` (per request), ``max_gap_s``.
-:data:`DEFAULTS` lets ``livefoley obs live`` pass these to a source it does not build itself.
+``target`` (a resolved :class:`plugin.obs.client.Target`), ``input_size`` ((h, w); default: the
+installed default model's, else 224×392; ``livefoley live`` passes its model's), ``fps``, ``quality``
+(JPEG 1–100), ``timeout`` (per request), ``max_gap_s``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ from capture.base import CaptureError, Frame, FrameSource
 
 log = logging.getLogger(__name__)
 
-#: Process-wide defaults for ``obs:NAME`` sources built from a bare source string (keys as the
-#: options above).  ``livefoley obs live`` fills in the target and the model's input size.
-DEFAULTS: dict[str, Any] = {}
 FALLBACK_INPUT_SIZE = (224, 392)  # the `base` preset's (h, w)
 
 
@@ -247,15 +244,11 @@ class ObsSource(FrameSource):
         }
 
 
-#: The most recently opened ObsSource (so ``livefoley obs live`` can report its gap counters).
-LAST: list[ObsSource] = []
-
-
 def from_spec(arg: str | None, **options: Any) -> ObsSource:
     """``obs:NAME`` → an unopened :class:`ObsSource` (options: see the module docstring)."""
     if not arg:
         raise CaptureError("obs: needs a source name, e.g. obs:Game; list them with `livefoley obs sources`")
-    opts = {**DEFAULTS, **options}
+    opts = dict(options)
     target = opts.pop("target", None)
     host, port, password = opts.pop("host", None), opts.pop("port", None), opts.pop("password", None)
     if target is None and (host is not None or port is not None or password is not None):
@@ -267,9 +260,7 @@ def from_spec(arg: str | None, **options: Any) -> ObsSource:
     if unknown:
         raise CaptureError(f"obs:{arg}: unknown option(s) {', '.join(sorted(unknown))}; valid: "
                            f"host, port, password, {', '.join(sorted(known))}")
-    src = ObsSource(source=arg, target=target, **opts)
-    LAST[:] = [src]
-    return src
+    return ObsSource(source=arg, target=target, **opts)
 
 
-__all__ = ["DEFAULTS", "LAST", "ObsSource", "default_input_size", "from_spec", "model_input_size"]
+__all__ = ["ObsSource", "default_input_size", "from_spec", "model_input_size"]

@@ -329,6 +329,7 @@ class CaptureThread:
 
             return {
                 "source": self.source.name,
+                "source_stats": self.source.stats(),
                 "state": self._state,
                 "reason": self._reason,
                 "live": self._live,

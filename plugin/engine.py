@@ -1283,7 +1283,7 @@ class LiveEngine:
             "device_latency_ms": round(1000 * dev["latency_s"], 2) if dev else None,
             "capture": None if cap_stats is None else {
                 k: cap_stats[k] for k in ("captured", "emitted", "delivered", "dropped", "repeated",
-                                          "achieved_fps", "source_fps", "state")},
+                                          "achieved_fps", "source_fps", "state", "source_stats")},
             "policy": None if policy is None else {
                 "rung": policy.rung.name,
                 "ladder": [r.name for r in policy.rungs],

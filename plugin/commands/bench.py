@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from plugin.options import add_dinov2_weights, write_json
 
 HELP = "measure per-frame latency (token- and waveform-level) against the 33.3 ms budget"
 DESCRIPTION = """\
@@ -22,8 +23,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from plugin.options import add_dinov2_weights
-
     p = subparsers.add_parser("bench", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="model folder or name (default: the shipped model)")
@@ -46,7 +45,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -65,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_bench(cfg, progress=bar.update)
     print(format_table(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        write_json(report, args.json)
     if args.plot:
         plot_latency(report, args.plot)
     return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from plugin.options import add_dinov2_weights, write_json
 
 HELP = "generate sound for the built-in arcade world with the default model (start here)"
 DESCRIPTION = """\
@@ -21,8 +22,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from plugin.options import add_dinov2_weights
-
     p = subparsers.add_parser("demo", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="model folder or name (default: the shipped model)")
@@ -55,12 +54,8 @@ def run(args: argparse.Namespace) -> int:
     total = max(1, round(args.seconds * CONTRACT.fps))
     with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
         report = run_demo(cfg, progress=bar.update)
-    if args.json:
-        text = json.dumps(report, indent=2)
-        if args.json == "-":
-            print(text)
-            return 0
-        Path(args.json).write_text(text)
+    if args.json and write_json(report, args.json):
+        return 0
     w, t = report["waveform_ms"], report["token_ms"]
     print(f"wrote {report['video']} and {report['png']} ({report['seconds']:.1f} s, model {report['model']}, "
           f"NFE {report['nfe']}, ω {report['cfg']:g}, {report['device']})")

@@ -16,16 +16,14 @@ picture of the first clip with ``--plot``.  The metrics are in :mod:`audio.metri
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from audio.errors import LivefoleyError
+from plugin.options import add_dinov2_weights, write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +52,6 @@ MAX_PLOT_TRACKS = 4
 
 
 def register(subparsers) -> None:
-    from plugin.options import add_dinov2_weights
-
     p = subparsers.add_parser(
         "eval", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -174,16 +170,6 @@ def format_table(rows: list[dict]) -> str:
             for c in cols]
     text.insert(2, "-" * len(text[0]))
     return "\n".join(text)
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _row(name: str, kind: str, clips: list[dict], **extra) -> dict:
@@ -493,11 +479,8 @@ def run(args: argparse.Namespace) -> int:
                "wall_s": round(time.perf_counter() - start, 3)}
     if args.plot is not None:
         payload["plot"] = str(args.plot)
-    if args.json == "-":
-        print(json.dumps(payload, indent=1, allow_nan=False))
+    if args.json and write_json(payload, args.json):
         return 0
-    if args.json:
-        _write_json_atomic(Path(args.json), payload)
     print(format_table(payload["rows"]))
     n_clips = payload["rows"][0]["n_clips"]
     seconds = payload["rows"][0]["seconds"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+
+from plugin.options import add_dinov2_weights, write_json
 
 HELP = "offline V2A: give video file(s) a generated soundtrack (video out, or .wav/.flac)"
 DESCRIPTION = """\
@@ -57,8 +57,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from plugin.options import add_dinov2_weights
-
     p = subparsers.add_parser("generate", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file(s) or folder(s) of videos")
@@ -122,12 +120,5 @@ def run(args: argparse.Namespace) -> int:
         for r in failed:
             print(f"  {r.error}", file=sys.stderr)
     if args.json is not None:
-        text = json.dumps(report.to_dict(), indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            path = Path(args.json)
-            tmp = path.with_name(f".{path.name}.partial")
-            tmp.write_text(text + "\n")
-            tmp.replace(path)
+        write_json(report.to_dict(), args.json)
     return report.exit_code

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from audio.errors import LivefoleyError
+from plugin.options import add_dinov2_weights, write_json
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ Examples:
 
 
 def register(subparsers) -> None:
-    from plugin.options import add_dinov2_weights
-
     p = subparsers.add_parser(
         "live", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -100,20 +99,28 @@ def _summary(st: dict) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, source_options: dict | None = None,
+        finish: Callable[[dict], None] | None = None) -> int:
+    """``livefoley live``; ``source_options`` go to the source's factory, ``finish(stats)`` may add to
+    the run's statistics before they are written (``livefoley obs live`` uses both)."""
     # Before torch loads: OpenMP threads that sleep instead of spinning when idle.  On a busy machine
     # spinning threads steal the cores the other threads of this process need (measured: a 2-thread
     # step 9x slower on two shared cores).
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from capture.obs import model_input_size
+    from capture.registry import parse_source
     from plugin.engine import EngineConfig, LiveEngine, PolicyConfig
 
     if args.duration is not None and not args.duration > 0:
         raise LivefoleyError(f"--duration must be a positive number of seconds, got {args.duration}")
     if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
         raise LivefoleyError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
+    options = dict(source_options or {})
+    if parse_source(args.source)[0] == "obs":  # OBS scales its screenshots to the model's input
+        options.setdefault("input_size", model_input_size(args.model))
     config = EngineConfig(
-        source=args.source, sinks=tuple(args.sink or ["device"]), record=args.record,
+        source=args.source, source_options=options, sinks=tuple(args.sink or ["device"]), record=args.record,
         duration_s=args.duration, model=args.model, device=args.device, dinov2_weights=args.dinov2_weights,
         threads=args.threads,
         nfe=args.nfe, cfg=args.cfg, volume=args.volume, seed=args.seed, blocksize=args.blocksize,
@@ -151,14 +158,10 @@ def run(args: argparse.Namespace) -> int:
         if show and end == "\r":
             print(file=sys.stderr)
     stats = engine.stats()
+    if finish is not None:
+        finish(stats)
     if args.json:
-        text = json.dumps(stats, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            tmp = Path(args.json).with_name(f".{Path(args.json).name}.partial")
-            tmp.write_text(text)
-            os.replace(tmp, args.json)
+        write_json(stats, args.json)
     if args.json != "-":
         print(_summary(stats), file=sys.stderr)
     engine.raise_error()

@@ -6,10 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from audio.errors import LivefoleyError
 
@@ -147,7 +144,6 @@ def run_setup(args: argparse.Namespace) -> int:
 
 
 def run_live(args: argparse.Namespace) -> int:
-    import capture.obs as cobs
     from plugin.commands import live
     from plugin.obs.client import resolve_target
     from plugin.obs.settings import update_settings
@@ -156,33 +152,18 @@ def run_live(args: argparse.Namespace) -> int:
     if name.startswith("obs:"):
         name = name[4:]
     target = resolve_target(args.host, args.port)
-    cobs.DEFAULTS.update(target=target, input_size=cobs.model_input_size(args.model))
     update_settings(host=target.host, port=target.port, source=name, model=args.model, nfe=args.nfe,
                     cfg=args.cfg, volume=args.volume)
-    wanted = args.json
-    fd, tmp = tempfile.mkstemp(prefix="livefoley-obs-live-", suffix=".json")
-    os.close(fd)
-    os.unlink(tmp)
     ns = argparse.Namespace(**vars(args))
-    ns.source, ns.json = f"obs:{name}", tmp
-    try:
-        return live.run(ns)
-    finally:
-        _finish_live(tmp, wanted, cobs)
+    ns.source = f"obs:{name}"
+    return live.run(ns, source_options={"target": target}, finish=_finish_live)
 
 
-def _finish_live(tmp: str, wanted: str | None, cobs) -> None:
-    """Add the OBS source's counters to the run's statistics, save the measured latency, and write the
-    statistics where the user asked."""
+def _finish_live(stats: dict) -> None:
+    """Add the OBS source's counters to the run's statistics and save the measured latency."""
     from plugin.obs.settings import update_settings
 
-    path = Path(tmp)
-    if not path.exists():
-        return
-    stats = json.loads(path.read_text())
-    path.unlink()
-    src = cobs.LAST[0] if cobs.LAST else None
-    stats["obs"] = None if src is None else src.stats()
+    stats["obs"] = (stats.get("capture") or {}).get("source_stats")
     if stats["obs"] is not None:
         o = stats["obs"]
         shot = o["screenshot_ms"] or {}
@@ -193,12 +174,3 @@ def _finish_live(tmp: str, wanted: str | None, cobs) -> None:
     if g2e is not None and stats.get("device_latency_ms") is not None and stats.get("chunks", 0) >= 30:
         update_settings(latency_ms=float(g2e), latency_source="livefoley obs live (glass-to-ear p50)")
         print(f"  saved the measured latency {g2e:.0f} ms for `livefoley obs setup`", file=sys.stderr)
-    if wanted:
-        text = json.dumps(stats, indent=1)
-        if wanted == "-":
-            print(text)
-        else:
-            out = Path(wanted)
-            part = out.with_name(f".{out.name}.partial")
-            part.write_text(text)
-            os.replace(part, out)

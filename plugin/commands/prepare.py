@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from plugin.options import add_dinov2_weights, write_json
+
 HELP = "cache vision features and audio latents of a folder of videos for training"
 DESCRIPTION = """\
 Walk DATA for videos (mp4, mkv, mov, webm, avi; any frame rate, resolution and audio layout),
@@ -21,8 +23,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from plugin.options import add_dinov2_weights
-
     p = subparsers.add_parser("prepare", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos with sound (searched recursively)")
@@ -99,12 +99,8 @@ def run(args: argparse.Namespace) -> int:
         summary = prepare(args.data, args.out, tokenizer=tokenizer, vae=vae, val_fraction=args.val_fraction,
                           batch_size=args.batch_size, device=device, progress=bar.update)
     report = summary.to_dict()
-    if args.json:
-        text = json.dumps(report, indent=2)
-        if args.json == "-":
-            print(text)
-            return 0
-        Path(args.json).write_text(text)
+    if args.json and write_json(report, args.json):
+        return 0
     print(f"prepared {report['prepared_files']} file(s), {report['prepared_hours'] * 60:.1f} min of video "
           f"({report['reused_files']} already done) in {report['wall_seconds']:.1f} s"
           + (f" — {report['realtime_factor']:.2f}× real time" if report["realtime_factor"] else ""))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -11,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from audio.errors import LivefoleyError
+from plugin.options import write_json
 
 HELP = "write synthetic arcade clips (H.264 + stereo AAC mp4, events JSON beside each)"
 DESCRIPTION = """\
@@ -119,11 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "wall_s": round(wall, 3),
         "clip_seconds_per_second": round(seconds / wall, 3) if wall > 0 else None,
     }
-    if args.json == "-":
-        print(json.dumps(summary, indent=1))
-    else:
-        if args.json:
-            Path(args.json).write_text(json.dumps(summary, indent=1))
+    if not (args.json and write_json(summary, args.json)):
         kinds = ", ".join(f"{k} {v}" for k, v in summary["events_by_type"].items()) or "none"
         print(
             f"wrote {len(clips)} clip(s), {seconds:.1f} s at {size[0]}x{size[1]}, to {out}\n"

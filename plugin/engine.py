@@ -3,22 +3,27 @@
 ::
 
     CaptureThread ─► dispatcher ─► inbox ─► worker thread ──────────────────────────► MultiSink
-    (30-fps slots,   │ (offers each frame       (owns the StreamSession and the sinks;  (device ring,
-     drops stalest)  │  on arrival)              per slot: freshest frame → token →      file, null)
-                     └─► vision thread           step_token → write)
+    (30-fps slots,   │ (pipelined rungs:        (owns the StreamSession and the sinks;  (device ring,
+     drops stalest)  │  offers frames on        per slot: freshest frame → token →      file, null)
+                     │  arrival)                step_token → write; on the waiting
+                     │                          rungs it encodes the frame itself)
+                     └─► vision thread (pipelined rungs only)
                          session.encode(freshest offered frame) → newest token
 
 **Per slot** (one frame period T = 33.3 ms): the worker takes the *freshest* frame (stale frames
-queued behind it are skipped, so lag never grows), waits — on the waiting rungs, and only until a
-deadline — for the vision thread's token of that frame, turns the newest token it has into audio
-with ``session.step_token`` (transformer + head + VAE: the *audio path*) and writes the (2, 1600)
-chunk to every sink.  A frame whose token is not ready in time (or that the vision cadence of the
-rung skips) gets its chunk from the previous token: from the model, continuous with the last
-chunk (the VAE's causal state carries on), never silence.  The sound of a reused token follows the
-picture that token came from, so glass-to-ear latency is measured from *that* frame's capture time
-and staleness shows in the figures.  The wait deadline: ``deadline_fraction`` × T after the frame
-was taken, minus the expected audio-path time (waiting never makes the worker miss the next frame),
-and never so long that the device ring would run down to one block before the chunk is written.
+queued behind it are skipped, so lag never grows).  On the *waiting* rungs it encodes that frame
+itself (``session.encode``, on all the engine's threads: vision and the audio path take turns on
+one OpenMP pool) when the rung's vision cadence selects it; on the *pipelined* rungs it takes the
+newest token the vision thread has published.  It turns the token into audio with
+``session.step_token`` (transformer + head + VAE: the *audio path*) and writes the (2, 1600) chunk
+to every sink.  A frame that is not encoded (the rung's cadence skips it, or there is no time)
+gets its chunk from the previous token: from the model, continuous with the last chunk (the VAE's
+causal state carries on), never silence.  The sound of a reused token follows the picture that
+token came from, so glass-to-ear latency is measured from *that* frame's capture time and
+staleness shows in the figures.  The vision deadline: ``deadline_fraction`` × T after the frame
+was taken, minus the expected audio-path time; an encode that the device ring cannot afford (it
+would run down to one block before the chunk is written) is not started, and one that overruns
+the deadline counts as a miss.
 
 **Keeping the device fed, lag bounded** (device sinks).  ``cushion_ms`` of silence is written ahead
 of the first chunk and the sink starts with that chunk (a fractional prefill: the ring then holds
@@ -39,24 +44,24 @@ the capture and the sound card, and the shift of the write phase when the rung c
 **Degradation policy** (:class:`DegradationPolicy`): a ladder of rungs, each cheaper than the one
 before, climbed when the worker falls behind and descended with hysteresis when it has room.  The
 signal is an EWMA (α = ``alpha``) of the worker's time per slot — from taking the frame to handing
-its chunk to the sinks (the vision wait included), plus a fill-in if one was made — against the
+its chunk to the sinks (an encode on the worker included), plus a fill-in if one was made — against the
 budget T; a *late* slot (the vision deadline was missed, or the device underran after start-up)
 enters it as ``late_penalty`` × T.  It restarts at each move, so that a rung is judged by its own
 slots.  Climb one rung when the EWMA exceeds ``high`` × T (after ``settle_slots`` on the rung);
 descend after ``hold_slots`` consecutive slots below ``low`` × T, and only when the rung below is
 predicted to fit (vision and audio-path times are measured on every rung: a waiting rung costs
-``A + V/k`` per slot, and cannot work at all when ``V + A`` exceeds the wait deadline).  A rung
+``A + V/k`` per slot, and cannot work at all when ``V + A`` exceeds the vision deadline).  A rung
 left upwards within ``flap_s`` of being entered doubles the hold (up to ``max_hold_slots``), so
 the ladder cannot oscillate.  When the vision deadline keeps being missed (EWMA of misses above
-``miss_limit``), waiting is pointless: the policy jumps to ``no-wait`` (and climbs on from there
+``miss_limit``), encoding in turn is pointless: the policy jumps to ``no-wait`` (and climbs on from there
 if the audio path, now sharing the CPU with vision, still falls behind).  The start rung is the first
 one the warm-up step predicts to fit (``auto_start``).  Rungs that change nothing (NFE already the
 smallest, ω already 1) are left out.  The ladder:
 
 =============  ===================================================================================
-``full``       the configured NFE and ω; every frame is encoded and its token waited for
+``full``       the configured NFE and ω; every frame is encoded (on the worker, before its audio)
 ``nfe-N``      the smallest NFE the model supports
-``vision/2``   only every 2nd frame is encoded (and waited for); the others reuse its token
+``vision/2``   only every 2nd frame is encoded; the others reuse its token
 ``cfg-off``    ω = 1: one transformer branch instead of two (guidance lost)
 ``vision/4``   … every 4th frame
 ``vision/8``   … every 8th frame
@@ -66,18 +71,15 @@ smallest, ω already 1) are left out.  The ladder:
 ``no-wait/8``  … every 8th frame (the last rung)
 =============  ===================================================================================
 
-Why this order (measured with the ``tiny`` preset on the 2-core build machine, one torch thread
-each for the audio path and vision, the engine at nice −10 while other jobs shared the cores):
-a full step costs vision ≈ 20 ms + audio path ≈ 9 ms (transformer 7.5, head 1.3, VAE 2.6) when
-run alone — just under T, with no room for jitter; the audio path alone (token reused) ≈ 9 ms;
-dropping CFG saves ≈ 2.5 ms of it.  Vision is what to shed, but *not* by running it beside the
-audio path: on two cores, with many small ops contending for the GIL, encoding concurrently slowed
-the audio path from 9 to 24–39 ms and vision from 20 to 43–63 ms.  Pinned rungs, 40 s each on the
-device sink: ``vision/2`` glass-to-ear p50/p95 115/144 ms (audio path 14, vision 24 ms), ``no-wait``
-144/181 ms (audio path 23, vision 35 ms), ``full`` over budget (52 of 1200 frames skipped).  So
-cadence comes first (the encoded frame is still fresh), CFG next, and pipelining last — for vision
-that is slow but not CPU-bound here (a GPU, or the slow-vision test double), where waiting would
-always miss.  NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live
+Why this order (measured with the ``tiny`` preset on the quiet 2-core build machine, 2 threads):
+a full step costs vision ≈ 14–26 ms + audio path ≈ 9–12 ms — about T, with no room for jitter;
+the audio path alone (token reused) ≈ 11 ms; dropping CFG saves ≈ 2.5 ms of it.  Vision is what
+to shed.  Encoding on the worker, in turn with the audio path, keeps both on one OpenMP pool of
+both cores; a separate vision thread doubles the pools, and on two cores vision beside the audio
+path (one thread each) slowed the audio path from 11 to 22 ms and vision to 27 ms.  So cadence
+comes first (the encoded frame is still fresh), CFG next, and pipelining last — for vision that
+is slow but not CPU-bound here (a GPU, or the slow-vision test double), where encoding in turn
+would always miss.  NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live
 --source synthetic --model tiny --threads 2 --sink device --duration 300 --json`` (``policy.
 seconds_at``; vision / audio-path times; glass-to-ear).
 
@@ -96,10 +98,12 @@ playing, then swapped in with a fresh stream state), :meth:`LiveEngine.reset` (s
 :meth:`LiveEngine.stop` (the sinks are closed in the worker's ``finally``, so a recording is always
 finalised).  An engine can be started again after a stop; the loaded generator is kept.
 
-**Threads**: ``threads`` = N CPU threads in all: the audio path gets ⌈N/2⌉ and the vision thread
-⌊N/2⌋ (≥ 1 each; torch's thread count is per calling thread with OpenMP).  The ``live`` command
-also sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads: spinning OpenMP threads made a 2-thread
-step up to 9× slower on shared cores.
+**Threads**: ``threads`` = N CPU threads in all (None: torch's count): the worker uses all N on
+the waiting rungs, and ⌈N/2⌉ on the pipelined ones, where the vision thread has the other ⌊N/2⌋
+(≥ 1 each; torch's thread count is per calling thread with OpenMP).  OpenMP's own wait policy is
+kept: with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once after each op) a 2-thread step of
+the tiny model took 64 ms instead of 27 ms (many small ops, each waking the pool); a busy machine
+where spinning hurts can still set it.
 """
 
 from __future__ import annotations
@@ -289,9 +293,8 @@ class EngineConfig:
     - ``sinks`` (sink strings) and ``record`` (a .wav/.flac path): where the audio goes.
     - ``duration_s``: stop after this much stream time (None: until stopped / the source ends).
     - ``model`` / ``device`` / ``dinov2_weights`` / ``threads``: the generator (``dinov2_weights``: a
-      local DINOv2 file for a model whose vision weights come from the hub); ``threads`` is the number of CPU threads
-      in all (None: leave torch's setting): the audio path gets ⌈N/2⌉, the vision thread ⌊N/2⌋
-      (at least 1 each; two threads per op gave the tiny model no speed-up on 2 cores, measured);
+      local DINOv2 file for a model whose vision weights come from the hub); ``threads``: CPU
+      threads in all (None: torch's count), see *Threads* in the module docstring;
       ``nfe`` / ``cfg`` (None: the model's defaults); ``seed``.
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
@@ -339,14 +342,6 @@ class EngineConfig:
             raise EngineError("queue_size ≥ 1, drift_window ≥ 2 and warmup_steps ≥ 0 are required")
         if not self.sinks and not self.record:
             raise EngineError("no sink given: pass --sink device, --sink null or --record OUT.flac")
-
-    @property
-    def audio_threads(self) -> int | None:
-        return None if self.threads is None else max(1, (self.threads + 1) // 2)
-
-    @property
-    def vision_threads(self) -> int | None:
-        return None if self.threads is None else max(1, self.threads // 2)
 
     @property
     def cushion_samples(self) -> int:
@@ -435,8 +430,9 @@ class _VisionThread:
 
     :meth:`offer` replaces a frame that is still waiting (the stalest is dropped, counted in
     ``replaced``); the thread encodes one frame at a time with ``session.encode`` and publishes
-    ``(token, frame)``; :meth:`newest` returns what was last published and :meth:`wait_for` waits
-    (bounded) for the token of a given frame.  :meth:`quiesce` lets the encode in flight finish and
+    ``(token, frame)``; :meth:`newest` returns what was last published.  It serves the pipelined
+    rungs; on the waiting rungs the worker encodes itself, holding :attr:`encoding` as this thread
+    does, so that two encodes never overlap.  :meth:`quiesce` lets the encode in flight finish and
     drops the waiting frame: a reset or a model swap never runs concurrently with an encode."""
 
     def __init__(self, *, threads: int | None, on_encoded) -> None:
@@ -451,6 +447,7 @@ class _VisionThread:
         self._frame = None
         self._error: BaseException | None = None
         self.replaced = 0
+        self.encoding = threading.Lock()  # held by whoever encodes: this thread or the worker
         self._thread = threading.Thread(target=self._run, name="livefoley-vision", daemon=True)
         self._thread.start()
 
@@ -475,13 +472,6 @@ class _VisionThread:
             if self._error is not None:
                 raise self._error
             return self._token, self._frame
-
-    def wait_for(self, index: int, timeout: float | None) -> bool:
-        """Wait until the token of frame ``index`` (or a newer one) is published; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: self._error is not None or self._closed
-                or (self._frame is not None and self._frame.index >= index), timeout)
 
     def quiesce(self) -> None:
         with self._cond:
@@ -508,9 +498,10 @@ class _VisionThread:
                 session = self._session
                 self._busy = True
             try:
-                t0 = time.perf_counter()
-                token = session.encode(frame)
-                ms = (time.perf_counter() - t0) * 1000
+                with self.encoding:
+                    t0 = time.perf_counter()
+                    token = session.encode(frame)
+                    ms = (time.perf_counter() - t0) * 1000
             except BaseException as err:  # noqa: BLE001 - handed to the worker by newest()
                 with self._cond:
                     self._error = err
@@ -783,8 +774,8 @@ class LiveEngine:
 
         from model.generator import load_generator
 
-        if self.config.audio_threads is not None:
-            torch.set_num_threads(self.config.audio_threads)
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
         log.info("loading model %s on %s", name, self.config.device)
         return load_generator(name, device=self.config.device, dinov2_weights=self.config.dinov2_weights)
 
@@ -807,12 +798,17 @@ class LiveEngine:
         session = None
         sinks = None
         capture = None
-        self._vision_thread = _VisionThread(threads=cfg.vision_threads, on_encoded=self._on_encoded)
+        import torch
+
+        # N threads in all: the worker takes all N on the waiting rungs, ⌈N/2⌉ on the pipelined ones,
+        # where the vision thread has ⌊N/2⌋ beside it (at least 1 each)
+        n = cfg.threads if cfg.threads is not None else torch.get_num_threads()
+        self._thread_split = (n, max(1, (n + 1) // 2), max(1, n // 2))
+        self._vision_thread = _VisionThread(threads=self._thread_split[2], on_encoded=self._on_encoded)
         try:
             if self._generator is None:
                 self._generator = self._load_generator(cfg.model)
-            if cfg.audio_threads is not None:
-                _set_thread_torch_threads(cfg.audio_threads)
+            _set_thread_torch_threads(self._thread_split[0])
             gen = self._generator
             session = self._open_session(gen)
             self._choose_start_rung(self._warm_up(session))
@@ -931,7 +927,12 @@ class LiveEngine:
                      *measured, policy.rung.name)
 
     def _apply_rung(self, session) -> None:
+        """Configure ``session`` for the current rung (on the worker thread): NFE, ω, and the worker's
+        torch threads — all ``threads`` on the waiting rungs (vision and the audio path take turns),
+        ⌈N/2⌉ on the pipelined ones (the vision thread has the other ⌊N/2⌋)."""
         rung = self._policy.rung
+        n, audio, _ = self._thread_split
+        _set_thread_torch_threads(n if rung.wait_for_vision else audio)
         nfe = rung.nfe if rung.nfe is not None else self._base_nfe
         cfg = rung.cfg if rung.cfg is not None else self._base_cfg
         session.configure(nfe=nfe, cfg=cfg)
@@ -944,14 +945,29 @@ class LiveEngine:
         self._v_ewma = ms if self._v_ewma is None else (1 - a) * self._v_ewma + a * ms
 
     def _take_token(self) -> None:
+        """The vision thread's newest token, unless the worker already has a newer one."""
         token, frame = self._vision_thread.newest()
-        if token is not None:
+        if token is not None and (self._token_frame is None or frame.index > self._token_frame.index):
             self._token, self._token_frame = token, frame
 
+    def _encode_here(self, session, frame) -> float:
+        """Encode ``frame`` on the worker (the waiting rungs): the token is the frame's own, and vision
+        runs on the worker's threads, one torch op at a time with the audio path.  Never at the same
+        time as an encode on the vision thread (the tokenizer's stream state is shared).  Returns
+        the encode's milliseconds."""
+        with self._vision_thread.encoding:
+            t0 = time.perf_counter()
+            token = session.encode(frame)
+            ms = (time.perf_counter() - t0) * 1000
+        self._token, self._token_frame = token, frame
+        self._last_offer = frame.index
+        self._on_encoded(ms)
+        return ms
+
     def _dispatch(self, capture, inbox: _Inbox) -> None:
-        """The dispatcher thread: each 30-fps frame from the capture thread is offered to the vision
-        thread the moment it arrives (so that vision works while the worker is busy), then queued
-        for the worker."""
+        """The dispatcher thread: on the pipelined rungs each 30-fps frame from the capture thread
+        (every ``vision_every``-th) is offered to the vision thread the moment it arrives (so that
+        vision works while the worker is busy); every frame is queued for the worker."""
         from capture.base import CaptureError
 
         try:
@@ -963,11 +979,12 @@ class LiveEngine:
                 if frame is None:
                     break
                 rung = self._policy.rung
-                if frame.index - self._last_offer >= rung.vision_every or self._token is None:
-                    self._vision_thread.offer(frame)
-                    self._last_offer = frame.index
-                else:
-                    self.counts["vision_skipped"] += 1
+                if not rung.wait_for_vision and self._token is not None:  # waiting rungs: the worker encodes
+                    if frame.index - self._last_offer >= rung.vision_every:
+                        self._vision_thread.offer(frame)
+                        self._last_offer = frame.index
+                    else:
+                        self.counts["vision_skipped"] += 1
                 inbox.put(frame)
         except CaptureError as err:
             inbox.fail(err)
@@ -977,8 +994,8 @@ class LiveEngine:
         finally:
             inbox.close()
 
-    def _wait_budget_s(self, device, t_pick: float) -> tuple[float, bool]:
-        """How long (from now) a waiting rung may wait for the current frame's token, and whether the
+    def _vision_budget_s(self, device, t_pick: float) -> tuple[float, bool]:
+        """How long (from now) a waiting rung's encode of the current frame may take, and whether the
         device ring (rather than the frame budget) sets that limit: until ``deadline_fraction`` × T
         minus the audio path's time has passed since the frame was taken (a vision slot may overrun
         into the next frame, never by a whole one: no frame is skipped for it), and never so long
@@ -1017,7 +1034,8 @@ class LiveEngine:
     def _slots(self, session, sinks, device, inbox, live, cushion, hop, limit) -> None:
         cfg = self.config
         last_index: int | None = None
-        trim_next = False
+        trim_next: str | None = None  # "ledger" (a counted surplus) or "level" (measured far too high)
+        trimmed_at = -(10**9)  # n_levels at the last level trim
         underruns_seen = 0
         underflows_seen = 0
         underrun_samples_seen = 0
@@ -1027,7 +1045,6 @@ class LiveEngine:
         ledger = 0
         levels = np.zeros(cfg.drift_window, np.float64)
         n_levels = 0
-        vision = self._vision_thread
         while True:
             session = self._apply_controls(session)
             frame = inbox.get(self._stop_evt)
@@ -1060,24 +1077,29 @@ class LiveEngine:
                 ledger = max(ledger + dev["underrun_samples"] - underrun_samples_seen - gap * hop, -2 * hop)
                 underruns_seen, underrun_samples_seen = dev["underruns"], dev["underrun_samples"]
             if trim_next:
-                trim_next = False
-                ledger -= hop
+                if trim_next == "ledger":
+                    ledger -= hop
+                trim_next = None
                 self.counts["trimmed"] += 1
                 continue
             policy = self._policy
-            if self._token is None:  # a stream's first token is always waited for
-                while not vision.wait_for(frame.index, 0.25):
-                    if self._stop_evt.is_set():
-                        self._end_reason = "stopped"
-                        return
-            elif policy.rung.wait_for_vision and self._last_offer == frame.index:
-                budget, ring_bound = self._wait_budget_s(device, t_pick)
-                missed = not vision.wait_for(frame.index, max(0.0, budget))
-                late = late or missed
-                if not ring_bound:  # vision itself was too slow (not the ring too low)
-                    a = cfg.policy.miss_alpha
-                    self._miss_ewma = (1 - a) * self._miss_ewma + a * float(missed)
-            self._take_token()
+            if self._token is None:  # a stream's first token is always encoded
+                self._encode_here(session, frame)
+            elif policy.rung.wait_for_vision:
+                if frame.index - self._last_offer >= policy.rung.vision_every:
+                    budget, ring_bound = self._vision_budget_s(device, t_pick)
+                    if ring_bound and (self._v_ewma or 0.0) / 1000 > budget:
+                        missed = True  # encoding now would let the device ring run dry: keep the token
+                    else:
+                        missed = self._encode_here(session, frame) / 1000 > budget
+                    late = late or missed
+                    if not ring_bound:  # vision itself was too slow (not the ring too low)
+                        a = cfg.policy.miss_alpha
+                        self._miss_ewma = (1 - a) * self._miss_ewma + a * float(missed)
+                else:
+                    self.counts["vision_skipped"] += 1
+            else:
+                self._take_token()
             fresh = self._token_frame is not None and self._token_frame.index == frame.index
             self.counts["fresh_slots" if fresh else "stale_slots"] += 1
             chunk, a_ms = self._audio_step(session)
@@ -1102,9 +1124,14 @@ class LiveEngine:
                     # An underrun raised the level only if the writes kept their pace; when it came
                     # from slower writes (a heavier step), the ring is not high at all: no trim then.
                     if n_levels >= 8 and float(np.min(last_levels(levels, n_levels, 8))) > cushion + hop // 2:
-                        trim_next = True
+                        trim_next = "ledger"
                     else:
                         ledger = 0
+                elif (n_levels - trimmed_at >= 8
+                      and float(np.min(last_levels(levels, n_levels, 8))) > cushion + 2 * hop):
+                    # far too full for 8 slots on end (start-up, a burst of frames): down a hop now,
+                    # rather than a hop per drift window
+                    trim_next, trimmed_at = "level", n_levels
             if device is not None and self._underruns_startup is None and slot >= CONTRACT.fps:
                 self._underruns_startup = device.stats()["underruns"]
             if late:
@@ -1259,7 +1286,8 @@ class LiveEngine:
             "source": self._source_name,
             "sinks": sink_stats["name"] if sink_stats else None,
             "model": getattr(getattr(gen, "config", None), "name", self.config.model),
-            "threads": {"audio_path": self.config.audio_threads, "vision": self.config.vision_threads},
+            "threads": dict(zip(("worker", "worker_pipelined", "vision_thread"),
+                                getattr(self, "_thread_split", (None,) * 3), strict=True)),
             "end_reason": self._end_reason or ("running" if self.running else ""),
             "wall_s": round((self._ended_at or now) - self._started_at, 3) if self._started_at else 0.0,
             "stream_s": round(chunks / CONTRACT.fps, 3),

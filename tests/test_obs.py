@@ -58,7 +58,11 @@ def cli_env(obs, tmp_path):  # noqa: F811
 
 
 class Meters:
-    """OBS's InputVolumeMeters events for one input: (monotonic time, peak dBFS-ish linear) pairs."""
+    """OBS's InputVolumeMeters events for one input: (monotonic time, peak dBFS-ish linear) pairs.
+
+    Readings that no signal can give (above +60 dBFS, or not finite) are left out: OBS 29 sent one
+    such value (3.1e32) for an audio input created a moment before — an uninitialised meter, not
+    sound (seen once in a test run)."""
 
     def __init__(self, obs, name: str) -> None:  # noqa: F811
         from obsws_python import EventClient
@@ -74,9 +78,11 @@ class Meters:
             for inp in data.inputs:
                 if inp.get("inputName") == name:
                     levels = inp.get("inputLevelsMul") or []
-                    peak = max((ch[1] for ch in levels), default=0.0)
+                    peak = float(max((ch[1] for ch in levels), default=0.0))
+                    if not (np.isfinite(peak) and peak <= 1e3):
+                        continue
                     with self._lock:
-                        self.samples.append((now, float(peak)))
+                        self.samples.append((now, peak))
 
         self.client.callback.register(on_input_volume_meters)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
@@ -66,8 +65,8 @@ def register(subparsers) -> None:
                    help="where the model runs (default auto: CUDA when available)")
     add_dinov2_weights(p)
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads in all, split between the audio path and the vision encoder, which "
-                        "run side by side (default: torch's own setting)")
+                   help="CPU threads in all: the model uses all of them, or splits them with the vision "
+                        "encoder when the degradation policy runs it alongside (default: torch's own setting)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
     p.add_argument("--blocksize", type=int, default=400, metavar="SAMPLES",
                    help="sound-device block (default 400 = 8.3 ms; PulseAudio reports two blocks of "
@@ -103,11 +102,6 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
         finish: Callable[[dict], None] | None = None) -> int:
     """``livefoley live``; ``source_options`` go to the source's factory, ``finish(stats)`` may add to
     the run's statistics before they are written (``livefoley obs live`` uses both)."""
-    # Before torch loads: OpenMP threads that sleep instead of spinning when idle.  On a busy machine
-    # spinning threads steal the cores the other threads of this process need (measured: a 2-thread
-    # step 9x slower on two shared cores).
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from capture.obs import model_input_size
     from capture.registry import parse_source
     from plugin.engine import EngineConfig, LiveEngine, PolicyConfig

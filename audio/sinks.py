@@ -103,7 +103,8 @@ def _as_chunk(chunk: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def _check_volume(volume: float) -> float:
+def check_volume(volume: float) -> float:
+    """0 … :data:`MAX_VOLUME` (1 = unchanged), else :class:`SinkError`."""
     volume = float(volume)
     if not (math.isfinite(volume) and 0.0 <= volume <= MAX_VOLUME):
         raise SinkError(f"volume must be between 0 and {MAX_VOLUME:g} (1 = unchanged); got {volume}")
@@ -258,7 +259,7 @@ class DeviceSinkConfig:
     block_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        _check_volume(self.volume)
+        check_volume(self.volume)
         if self.blocksize < 0:
             raise SinkError(f"blocksize must be ≥ 0 samples (0: the backend chooses); got {self.blocksize}")
         if self.capacity_frames < 1:
@@ -381,7 +382,7 @@ class DeviceSink(Sink):
             capacity_frames=capacity_frames, latency=latency, block_timeout_s=block_timeout_s,
         )
         self.name = name or ("device" if device is None else f"device:{device}")
-        self._volume = _check_volume(volume)
+        self._volume = check_volume(volume)
         self._ring = _Ring(self.config.capacity_samples)
         self._stream = None
         self.device: dict | None = None
@@ -409,7 +410,7 @@ class DeviceSink(Sink):
 
     @volume.setter
     def volume(self, value: float) -> None:
-        self._volume = _check_volume(value)
+        self._volume = check_volume(value)
 
     def set_volume(self, value: float) -> None:
         self.volume = value
@@ -749,7 +750,7 @@ class MultiSink(Sink):
     def set_volume(self, value: float) -> None:
         """Set the playback volume of every sink that has one (device sinks; recordings keep the
         generated level)."""
-        value = _check_volume(value)
+        value = check_volume(value)
         for s in self.sinks:
             if hasattr(s, "set_volume"):
                 s.set_volume(value)

@@ -318,6 +318,7 @@ class CaptureThread:
 
     def stats(self) -> dict[str, Any]:
         """Counters and rates so far (a snapshot; safe to call from any thread)."""
+        source_stats = self.source.stats()  # the source's own lock, not the frame queue's
         with self._cond:
             rs = self._resampler.stats()
             start = self._first_frame_at
@@ -329,7 +330,7 @@ class CaptureThread:
 
             return {
                 "source": self.source.name,
-                "source_stats": self.source.stats(),
+                "source_stats": source_stats,
                 "state": self._state,
                 "reason": self._reason,
                 "live": self._live,

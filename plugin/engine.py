@@ -388,12 +388,6 @@ class _Series:
                 "max": round(float(self.max), 2), "mean": round(self.sum / self.n, 2)}
 
 
-def last_levels(ring: np.ndarray, n: int, k: int) -> np.ndarray:
-    """The last ``k`` values written to ``ring`` (a circular buffer after ``n`` writes)."""
-    idx = np.arange(n - min(k, n, ring.size), n) % ring.size
-    return ring[idx]
-
-
 def rss_mb() -> float:
     """Resident set size of this process in MiB (Linux /proc; elsewhere the peak from getrusage)."""
     try:
@@ -407,13 +401,14 @@ def rss_mb() -> float:
 
 
 def check_volume(volume: float) -> float:
-    """0 … ``audio.sinks.MAX_VOLUME`` (1 = unchanged), else :class:`EngineError`."""
-    from audio.sinks import MAX_VOLUME
+    """:func:`audio.sinks.check_volume`, as an :class:`EngineError`."""
+    from audio.sinks import SinkError
+    from audio.sinks import check_volume as check
 
-    volume = float(volume)
-    if not (math.isfinite(volume) and 0.0 <= volume <= MAX_VOLUME):
-        raise EngineError(f"volume must be between 0 and {MAX_VOLUME:g} (1 = unchanged); got {volume}")
-    return volume
+    try:
+        return check(volume)
+    except SinkError as err:
+        raise EngineError(str(err)) from None
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:
@@ -1035,7 +1030,7 @@ class LiveEngine:
         cfg = self.config
         last_index: int | None = None
         trim_next: str | None = None  # "ledger" (a counted surplus) or "level" (measured far too high)
-        trimmed_at = -(10**9)  # n_levels at the last level trim
+        trimmed_at = -(10**9)  # levels.n at the last level trim
         underruns_seen = 0
         underflows_seen = 0
         underrun_samples_seen = 0
@@ -1043,8 +1038,7 @@ class LiveEngine:
         # lowers it by a hop, an underrun raises it by the silence the device inserted; fill-ins and
         # trims bring it back.  Measured levels only correct slow drifts (see the module docstring).
         ledger = 0
-        levels = np.zeros(cfg.drift_window, np.float64)
-        n_levels = 0
+        levels = _Series(cfg.drift_window)  # measured ring levels (samples), one per slot
         while True:
             session = self._apply_controls(session)
             frame = inbox.get(self._stop_evt)
@@ -1108,10 +1102,9 @@ class LiveEngine:
             busy_ms = compute_ms  # the slot's time, the wait for vision included
             # ring level control (device only)
             if device is not None and device.started and ahead is not None:
-                levels[n_levels % levels.size] = ahead
-                n_levels += 1
-                if n_levels % levels.size == 0:  # slow drifts: the median level of the last window
-                    excess = float(np.median(levels)) - (cushion + cfg.blocksize / 2)
+                levels.add(ahead)
+                if levels.n % levels.data.size == 0:  # slow drifts: the median level of the last window
+                    excess = float(np.median(levels.data)) - (cushion + cfg.blocksize / 2)
                     if abs(excess) > hop:
                         ledger += int(math.copysign(hop, excess))
                 if cfg.fill_in and ledger <= -hop // 2 and ahead < cushion + hop:
@@ -1123,15 +1116,14 @@ class LiveEngine:
                 elif ledger >= (3 * hop) // 4:
                     # An underrun raised the level only if the writes kept their pace; when it came
                     # from slower writes (a heavier step), the ring is not high at all: no trim then.
-                    if n_levels >= 8 and float(np.min(last_levels(levels, n_levels, 8))) > cushion + hop // 2:
+                    if levels.n >= 8 and float(np.min(levels.values(8))) > cushion + hop // 2:
                         trim_next = "ledger"
                     else:
                         ledger = 0
-                elif (n_levels - trimmed_at >= 8
-                      and float(np.min(last_levels(levels, n_levels, 8))) > cushion + 2 * hop):
+                elif levels.n - trimmed_at >= 8 and float(np.min(levels.values(8))) > cushion + 2 * hop:
                     # far too full for 8 slots on end (start-up, a burst of frames): down a hop now,
                     # rather than a hop per drift window
-                    trim_next, trimmed_at = "level", n_levels
+                    trim_next, trimmed_at = "level", levels.n
             if device is not None and self._underruns_startup is None and slot >= CONTRACT.fps:
                 self._underruns_startup = device.stats()["underruns"]
             if late:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import uuid
 from collections.abc import Iterable
@@ -460,7 +459,7 @@ def read_audio_window(path: str | os.PathLike, start: float, end: float, *,
     """
     import av
 
-    from audio.io import downmix
+    from audio.io import _resample, downmix
 
     path = os.fspath(path)
     n_out = int(round((end - start) * sample_rate))
@@ -498,10 +497,7 @@ def read_audio_window(path: str | os.PathLike, start: float, end: float, *,
         return result
     data = downmix(np.concatenate(parts, axis=1).astype(np.float32, copy=False), names, source=path)
     if rate != sample_rate:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(rate, sample_rate)
-        data = resample_poly(data, sample_rate // g, rate // g, axis=-1).astype(np.float32, copy=False)
+        data = _resample(data, rate, sample_rate)
     offset = int(round((first_time - t_start) * sample_rate))  # > 0: the track starts inside the window
     src_from = max(0, -offset)
     dst_from = max(0, offset)
@@ -538,10 +534,9 @@ def _fit(audio: np.ndarray, sample_rate: int, lead_s: float, total: int) -> np.n
     if not np.isfinite(audio).all():
         raise ValueError("audio contains NaN or infinite samples")
     if sample_rate != CONTRACT.sample_rate:
-        from scipy.signal import resample_poly
+        from audio.io import _resample
 
-        g = math.gcd(sample_rate, CONTRACT.sample_rate)
-        audio = resample_poly(audio, CONTRACT.sample_rate // g, sample_rate // g, axis=-1).astype(np.float32)
+        audio = _resample(audio, sample_rate, CONTRACT.sample_rate)
     lead = int(round(lead_s * CONTRACT.sample_rate))
     out = np.zeros((2, total), np.float32)
     n = min(audio.shape[1], total - lead)

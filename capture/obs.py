@@ -49,31 +49,27 @@ FALLBACK_INPUT_SIZE = (224, 392)  # the `base` preset's (h, w)
 def default_input_size() -> tuple[int, int]:
     """(h, w) of the installed default model (its config.json, read without loading the model), else
     224×392."""
-    try:
-        from model.generator import DEFAULT_MODEL_DIR
-
-        cfg = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
-        h, w = cfg["vision"]["input_size"]
-        return int(h), int(w)
-    except Exception:  # noqa: BLE001 - no default model installed: the fallback size
-        return FALLBACK_INPUT_SIZE
+    return model_input_size("default")
 
 
 def model_input_size(model: str) -> tuple[int, int]:
-    """(h, w) the vision encoder of ``model`` (a preset name, ``default`` or a model folder) takes."""
+    """(h, w) the vision encoder of ``model`` (a preset name, ``default`` or a model folder) takes,
+    read without loading the model; 224×392 when there is no such model (no default installed, a
+    bad folder: the engine reports a bad model itself)."""
     from pathlib import Path
 
-    if model == "default":
-        return default_input_size()
     from model.config import MODEL_PRESETS, model_preset
 
     if model in MODEL_PRESETS:
         return tuple(model_preset(model).vision.input_size)  # type: ignore[return-value]
     try:
-        cfg = json.loads((Path(model) / "config.json").read_text())
-        h, w = cfg["vision"]["input_size"]
+        if model == "default":
+            from model.generator import DEFAULT_MODEL_DIR as folder
+        else:
+            folder = Path(model)
+        h, w = json.loads((folder / "config.json").read_text())["vision"]["input_size"]
         return int(h), int(w)
-    except Exception:  # noqa: BLE001 - the engine reports a bad model itself
+    except Exception:  # noqa: BLE001 - no such model: the fallback size
         return FALLBACK_INPUT_SIZE
 
 

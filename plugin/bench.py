@@ -54,9 +54,11 @@ class BenchConfig:
 def capture_frames(spec: str, n: int, size: tuple[int, int]) -> tuple[list[np.ndarray], list[float]]:
     """Read ``n`` frames from a source (not paced) and the per-frame capture time in ms."""
     from capture import open_source
+    from capture.registry import parse_source
 
-    opts = {"realtime": False} if spec.startswith(("synthetic", "file:")) or "." in spec else {}
-    if spec.startswith("synthetic"):
+    scheme, _ = parse_source(spec)
+    opts = {"realtime": False} if scheme in ("synthetic", "file") else {}
+    if scheme == "synthetic":
         opts["size"] = size
     frames, ms = [], []
     with open_source(spec, **opts) as src:

@@ -48,14 +48,11 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from audio.errors import LivefoleyError
+    from capture.synthetic.source import parse_size
     from plugin.bench import BenchConfig, format_table, plot_latency, run_bench
 
-    try:
-        w, h = (int(x) for x in args.size.lower().split("x"))
-    except ValueError:
-        raise LivefoleyError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 854x480") from None
-    cfg = BenchConfig(model=args.model, source=args.source, size=(w, h), frames=args.frames, warmup=args.warmup,
+    cfg = BenchConfig(model=args.model, source=args.source, size=parse_size(args.size, what="--size"),
+                      frames=args.frames, warmup=args.warmup,
                       nfes=tuple(args.nfe or ()), cfgs=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
                       vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed,
                       dinov2_weights=args.dinov2_weights)

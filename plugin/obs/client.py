@@ -10,7 +10,7 @@ or home when host/port/password are not passed.  :class:`ObsClient` fixes each:
 * after a timeout, a dropped connection or a reply to some other request, the underlying socket is
   thrown away and the next call connects afresh (never reuses a connection that may be out of step);
 * a client belongs to the thread that first used it (another thread gets a ``RuntimeError``):
-  use one per thread (:func:`thread_client` keeps one per thread and target);
+  make one per thread;
 * failures become :class:`ObsError` subclasses with a message that says what to do —
   :class:`ObsConnectionError` ("OBS not reachable at host:port — is Tools → WebSocket Server
   Settings enabled?"), :class:`ObsAuthError` (no / wrong password), :class:`ObsRequestError`
@@ -32,7 +32,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +79,6 @@ class ObsRequestError(ObsError):
 
 
 NOT_FOUND = 600
-ALREADY_EXISTS = 601
 
 
 @dataclass(frozen=True)
@@ -191,8 +189,7 @@ class ObsClient:
         if self._owner is None:
             self._owner = me
         elif self._owner != me:
-            raise RuntimeError("an ObsClient is used by one thread only; make one per thread "
-                               "(plugin.obs.client.thread_client)")
+            raise RuntimeError("an ObsClient is used by one thread only; make one per thread")
 
     def _drop(self) -> None:
         self.drops += 1
@@ -237,9 +234,6 @@ class ObsClient:
         return response.get("responseData") or {}
 
     # -- conveniences ----------------------------------------------------------------------------------
-    def version(self) -> dict[str, Any]:
-        return self.call("GetVersion")
-
     def screenshot(self, source: str, *, width: int | None = None, height: int | None = None,
                    fmt: str = "jpg", quality: int = 85, timeout: float | None = None) -> bytes:
         """The encoded image (JPEG by default) of ``source`` as OBS renders it now.  Give only one of
@@ -317,35 +311,5 @@ def _is_listening(target: ObsTarget, timeout: float) -> bool:
         return False
 
 
-_local = threading.local()
-
-
-def thread_client(target: ObsTarget, *, timeout: float = DEFAULT_TIMEOUT_S) -> ObsClient:
-    """This thread's client for ``target`` (created on first use)."""
-    clients = getattr(_local, "clients", None)
-    if clients is None:
-        clients = _local.clients = {}
-    key = (target.host, target.port, target.password, timeout)
-    client = clients.get(key)
-    if client is None:
-        client = clients[key] = ObsClient(target=target, timeout=timeout)
-    return client
-
-
-def wait_for_obs(target: ObsTarget, *, timeout: float, interval: float = 0.2) -> ObsClient:
-    """Connect, retrying until ``timeout`` s have passed (OBS starting); returns the connected client.
-    An auth error is raised at once (retrying cannot fix it)."""
-    deadline = time.monotonic() + timeout
-    client = ObsClient(target=target)
-    while True:
-        try:
-            return client.connect()
-        except ObsConnectionError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(interval)
-
-
-__all__ = ["ALREADY_EXISTS", "NOT_FOUND", "PASSWORD_ENV", "ObsAuthError", "ObsClient", "ObsConnectionError",
-           "ObsError", "ObsRequestError", "ObsTarget", "ObsTimeoutError", "resolve_target", "thread_client",
-           "wait_for_obs"]
+__all__ = ["NOT_FOUND", "PASSWORD_ENV", "ObsAuthError", "ObsClient", "ObsConnectionError", "ObsError",
+           "ObsRequestError", "ObsTarget", "ObsTimeoutError", "resolve_target"]

@@ -61,6 +61,7 @@ __all__ = [
     "load_vae",
     "load_vae_state_dict",
     "save_vae",
+    "build_vae",
     "LOGVAR_RANGE",
 ]
 
@@ -193,6 +194,10 @@ class VAEConfig:
                 )
             return mapping[key]
 
+        if _is_spectral(d):  # the CPU-trainable codec behind the same interface (audio.spectral)
+            from audio.spectral import SpectralCodecConfig
+
+            return SpectralCodecConfig.from_dict(d, source=source)
         model_type = d.get("model_type", "autoencoder") if isinstance(d, Mapping) else None
         if model_type != "autoencoder":
             raise VAEConfigError(f"{source}: model_type is {model_type!r}, expected 'autoencoder'")
@@ -272,6 +277,23 @@ class VAEConfig:
         return cls.from_dict(data, source=str(path))
 
 
+def _is_spectral(d: Any) -> bool:
+    from audio.spectral import SPECTRAL_TYPE
+
+    try:
+        return d["model"]["encoder"]["type"] == SPECTRAL_TYPE
+    except (KeyError, TypeError):
+        return False
+
+
+def build_vae(config: Any) -> nn.Module:
+    """A freshly initialised codec for ``config``: the Oobleck :class:`CausalVAE` for a
+    :class:`VAEConfig`, the :class:`audio.spectral.SpectralCodec` for its config."""
+    from audio.spectral import SpectralCodec, SpectralCodecConfig
+
+    return SpectralCodec(config) if isinstance(config, SpectralCodecConfig) else CausalVAE(config)
+
+
 _SR_CAUSAL = VAEConfig(channels=128, c_mults=(1, 2, 4, 8, 16), strides=(2, 4, 5, 5, 8))
 
 VAE_PRESETS: dict[str, VAEConfig] = {
@@ -282,6 +304,11 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     # (budget 3 ms); 12 channels took ~2.2-2.3 ms, 16 channels ~3.1-3.8 ms.
     "tiny": VAEConfig(channels=8, c_mults=(1, 2, 4, 8, 16), strides=(2, 4, 5, 5, 8)),
 }
+# The codec that trains on two CPU cores (audio/spectral.py): learned log-magnitude spectrogram
+# coding at the frame rate, causal phase-vocoder synthesis.  The shipped default model uses it.
+from audio.spectral import SpectralCodecConfig  # noqa: E402  (it imports nothing from this module)
+
+VAE_PRESETS["spectral"] = SpectralCodecConfig()
 for _name, _cfg in VAE_PRESETS.items():
     assert _cfg.hop == CONTRACT.hop and _cfg.latent_dim == CONTRACT.latent_dim, _name
 
@@ -859,8 +886,7 @@ def load_vae_state_dict(
     problems = describe_mismatch(expected, sd)
     if problems:
         raise VAEWeightsError(
-            f"{source} does not match the VAE config (channels={model.config.channels}, "
-            f"c_mults={model.config.c_mults}, strides={model.config.strides}): "
+            f"{source} does not match the VAE config ({model.config}): "
             + problems
             + ". Use the config these weights were trained with."
         )
@@ -904,7 +930,7 @@ def load_vae(
     Without weights the model keeps its random initialisation (logged).
     """
     cfg, folder = _resolve_config(config)
-    model = CausalVAE(cfg)
+    model = build_vae(cfg)
     if weights is None and folder is not None:
         weights = folder / "model.safetensors"
     if weights is not None:

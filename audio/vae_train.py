@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audio.errors import LivefoleyError
-from audio.vae import CausalVAE, VAEConfig, load_vae_state_dict, save_vae
+from audio.spectral import SpectralCodec
+from audio.vae import VAEConfig, build_vae, load_vae_state_dict, save_vae
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class VAETrainConfig:
     disc_fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128)
     disc_filters: int = 64
     disc_start_step: int = 0
+    monitor_every: int = 500  # steps between held-out ceiling checks (0: never)
+    monitor_seconds: float = 10.0  # length of each held-out world clip of the check
     ema_beta: float = 0.9999
     ema_power: float = 0.75
     log_every: int = 20
@@ -368,8 +371,12 @@ class VAETrainer:
         self.model_config, self.config, self.device = model_config, train_config, torch.device(device)
         cfg = train_config
         torch.manual_seed(cfg.seed)
-        self.model = CausalVAE(model_config).to(self.device).train()
+        self.model = build_vae(model_config).to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        # The spectral codec fits magnitudes directly (SpectralCodec.magnitude_loss) and has no
+        # waveform to discriminate: its crops carry `lookahead` extra samples for the last frames.
+        self.spectral = isinstance(self.model, SpectralCodec)
+        self.lookahead = self.model.config.lookahead if self.spectral else 0
         self.disc = MultiScaleSTFTDiscriminator(
             in_channels=model_config.audio_channels, filters=cfg.disc_filters, fft_sizes=cfg.disc_fft_sizes
         ).to(self.device)
@@ -386,17 +393,21 @@ class VAETrainer:
 
     @property
     def adversarial(self) -> bool:
-        return self.step >= self.config.disc_start_step and (
+        return not self.spectral and self.step >= self.config.disc_start_step and (
             self.config.adv_weight > 0 or self.config.fm_weight > 0
         )
 
     def train_step(self, batch: Tensor) -> dict[str, float]:
         cfg = self.config
         batch = batch.to(self.device)
-        mean, logvar = self.model.encode_dist(batch)
+        audio = batch[..., : batch.shape[-1] - self.lookahead]
+        mean, logvar = self.model.encode_dist(audio)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        decoded = self.model.decode(z)
-        losses = {"stft": self.recon(decoded, batch), "kl": kl_loss(mean, logvar)}
+        if self.spectral:
+            losses = {"stft": self.model.magnitude_loss(z, batch), "kl": kl_loss(mean, logvar)}
+        else:
+            decoded = self.model.decode(z)
+            losses = {"stft": self.recon(decoded, batch), "kl": kl_loss(mean, logvar)}
         if self.adversarial:
             real = self.disc(batch)
             d_loss = discriminator_hinge_loss(real, self.disc(decoded.detach()))
@@ -455,6 +466,35 @@ class VAETrainer:
 
 
 # ---- the run -----------------------------------------------------------------------------------
+
+
+MONITOR_SEEDS = (100, 101)
+"""World seeds of the held-out clips checked while training (never in a synth corpus made with the
+recipe's seeds; also the first two seeds of the README's evaluation)."""
+
+
+def monitor_ceiling(model: nn.Module, *, seconds: float = 10.0, seeds: Sequence[int] = MONITOR_SEEDS) -> dict:
+    """Put held-out world clips through ``model`` (encode the mean, decode) and return the ceiling
+    figures averaged over the clips: F1 at ±50 ms, pan accuracy, quiet-stretch contrast (and the
+    ground truth's), MR-STFT and log-mel distances — a collapse shows within minutes."""
+    from audio.metrics import aggregate, evaluate_clip
+    from capture.synthetic.world import world_audio
+    from plugin.commands.eval import vae_roundtrip
+
+    n_frames = max(2, round(seconds * 30))
+    clips = []
+    was_training = model.training
+    model.eval()
+    try:
+        for seed in seeds:
+            reference, events, quiet = world_audio(seed, n_frames)
+            through = vae_roundtrip(model, reference)
+            clips.append(evaluate_clip(through, reference, events, quiet_spans=quiet))
+    finally:
+        model.train(was_training)
+    agg = aggregate(clips)
+    keys = ("f1", "pan_accuracy", "quiet_contrast_db", "ref_quiet_contrast_db", "mrstft", "logmel_l1_db")
+    return {k: agg.get(k) for k in keys}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[VAEConfig, VAETrainConfig, dict[str, Any]]:
@@ -517,7 +557,8 @@ def train_vae(
             f"{out} already holds a training run; pass --resume to continue it or choose another --out"
         )
     crop = train_config.crop_samples(model_config.hop, model_config.sample_rate)
-    longest = max(
+    spectral = not isinstance(model_config, VAEConfig)
+    longest = 0 if spectral else max(
         train_config.fft_sizes
         + (train_config.disc_fft_sizes if train_config.adv_weight or train_config.fm_weight else ())
     )
@@ -525,10 +566,11 @@ def train_vae(
         raise TrainError(
             f"crops of {crop} samples are shorter than the largest FFT ({longest}); use longer --crop-seconds"
         )
-    dataset = CropDataset(
-        data, crop_samples=crop, sample_rate=model_config.sample_rate, channels=model_config.audio_channels
-    )
     trainer = VAETrainer(model_config=model_config, train_config=train_config, device=device)
+    dataset = CropDataset(
+        data, crop_samples=crop + trainer.lookahead, sample_rate=model_config.sample_rate,
+        channels=model_config.audio_channels,
+    )
     rng = np.random.default_rng(train_config.seed)
     if resume:
         state = torch.load(out / STATE_FILE, map_location=trainer.device, weights_only=True)
@@ -561,6 +603,14 @@ def train_vae(
                 log_file.flush()
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "stft", "adv", "fm") if k in last})
                 log.info("step %d %s", trainer.step, " ".join(f"{k}={v:.4g}" for k, v in last.items()))
+            if train_config.monitor_every and (trainer.step % train_config.monitor_every == 0
+                                               or trainer.step == train_config.steps):
+                check = monitor_ceiling(trainer.ema, seconds=train_config.monitor_seconds)
+                log_file.write(json.dumps({"step": trainer.step, "time": round(time.monotonic() - started, 3),
+                                           "monitor": check}) + "\n")
+                log_file.flush()
+                log.info("step %d held-out ceiling: %s", trainer.step,
+                         " ".join(f"{k}={v:.3g}" for k, v in check.items() if isinstance(v, float)))
             if trainer.step % train_config.save_every == 0 and trainer.step < train_config.steps:
                 _save(trainer, out, rng, run)
     bar.close()

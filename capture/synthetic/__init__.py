@@ -6,6 +6,6 @@ capture source (:class:`SyntheticSource`) streams it like any other frame source
 """
 
 from capture.synthetic.source import SyntheticSource, open_synthetic
-from capture.synthetic.world import SyntheticEvent, World, render_clip
+from capture.synthetic.world import SyntheticEvent, World, render_clip, world_audio
 
-__all__ = ["SyntheticEvent", "SyntheticSource", "World", "open_synthetic", "render_clip"]
+__all__ = ["SyntheticEvent", "SyntheticSource", "World", "open_synthetic", "render_clip", "world_audio"]

@@ -85,13 +85,17 @@ def write_clip(
     size: tuple[int, int] = (640, 360),
     meta: dict | None = None,
     progress: Callable[[int], None] | None = None,
+    audio_out: str | os.PathLike | None = None,
 ) -> dict:
     """Play ``World(seed)`` for ``n_frames`` frames into ``video`` (+ its events JSON); returns
     the JSON record.  ``meta`` adds keys to the record; ``progress(n)`` is called per frame.
 
     The world is played twice — once without drawing to collect the audio track and the events,
     once to draw the frames while they are encoded — because the encoder wants the audio as one
-    array; the two passes are checked to agree (the game never depends on drawing)."""
+    array; the two passes are checked to agree (the game never depends on drawing).
+
+    ``audio_out``: also write the world's exact sound (before the lossy AAC of the video) there as
+    24-bit FLAC — codec training wants it: AAC removes the top octave and adds its own artefacts."""
     from audio.media import write_video
 
     if n_frames <= 0:
@@ -105,6 +109,10 @@ def write_clip(
         _, chunk, _ = world.step(render=False)
         audio[:, i * hop : (i + 1) * hop] = chunk
 
+    if audio_out is not None:
+        from audio.io import write_audio
+
+        write_audio(audio_out, audio, CONTRACT.sample_rate)
     drawn = World(seed, width=width, height=height)
 
     def frames():

@@ -508,6 +508,17 @@ class World:
                     del self.quiet_spans[0]
 
 
+def world_audio(seed: int, n_frames: int, size: tuple[int, int] = (640, 360)):
+    """Sound, events and quiet spans of the first ``n_frames`` of world ``seed``, without drawing a
+    frame: ``(audio (2, n_frames·1600) float32, events, quiet spans as [start, end) lists)``."""
+    world = World(seed, width=size[0], height=size[1])
+    audio = np.empty((CONTRACT.channels, n_frames * CONTRACT.hop), np.float32)
+    for i in range(n_frames):
+        _, chunk, _ = world.step(render=False)
+        audio[:, i * CONTRACT.hop : (i + 1) * CONTRACT.hop] = chunk
+    return audio, list(world.events), [list(s) for s in world.quiet_spans]
+
+
 def render_clip(
     seed: int, seconds: float, *, width: int = 640, height: int = 360
 ) -> tuple[np.ndarray, np.ndarray, list[SyntheticEvent]]:

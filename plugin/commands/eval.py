@@ -194,21 +194,6 @@ def vae_roundtrip(vae, audio):
 
 
 # ---------------------------------------------------------------------------------- mode (a): model
-def _world_clip(seed: int, n_frames: int, size: tuple[int, int]):
-    """Sound, events and quiet spans of ``n_frames`` of world ``seed`` (no drawing)."""
-    import numpy as np
-
-    from audio.contract import CONTRACT
-    from capture.synthetic import World
-
-    world = World(seed, width=size[0], height=size[1])
-    audio = np.empty((CONTRACT.channels, n_frames * CONTRACT.hop), np.float32)
-    for i in range(n_frames):
-        _, chunk, _ = world.step(render=False)
-        audio[:, i * CONTRACT.hop : (i + 1) * CONTRACT.hop] = chunk
-    return audio, list(world.events), [list(s) for s in world.quiet_spans]
-
-
 def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | None = None):
     """Frames of world ``seed``, drawn lazily (a clip is never held in memory whole); frames whose
     index is a key of ``keep`` are stored there."""
@@ -227,6 +212,7 @@ def _run_model(args, cfg) -> dict:
 
     from audio.contract import CONTRACT
     from audio.metrics import evaluate_clip
+    from capture.synthetic import world_audio
     from capture.synthetic.source import parse_size
     from model.generator import load_generator
 
@@ -255,7 +241,7 @@ def _run_model(args, cfg) -> dict:
     with tqdm(total=total, unit="frame", desc="eval", file=sys.stderr, mininterval=0.5,
               disable=None) as bar:
         for k, seed in enumerate(seeds):
-            reference, events, quiet = _world_clip(seed, n_frames, size)
+            reference, events, quiet = world_audio(seed, n_frames, size)
             clip_id = {"clip": f"synthetic:{seed}", "seed": seed}
             per_row["ground truth"].append(
                 {**clip_id, **evaluate_clip(reference, reference, events, quiet_spans=quiet, config=cfg)})

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--clip-seconds", type=float, default=30.0, metavar="SEC", help="length of each clip (default 30)"
     )
+    p.add_argument("--audio-out", type=Path, metavar="DIR",
+                   help="also write each clip's exact sound (before AAC) as DIR/NAME.flac: training data for "
+                        "`livefoley train vae` (AAC cuts the top octave)")
     p.add_argument("--size", default="640x360", metavar="WxH", help="frame size (default 640x360)")
     p.add_argument(
         "--json",
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 size=size,
                 meta={"seed": args.seed, "clip_index": i},
                 progress=bar.update,
+                audio_out=None if args.audio_out is None else args.audio_out / f"{video.stem}.flac",
             )
             by_type.update(ev["type"] for ev in record["events"])
             clips.append(

@@ -1,0 +1,91 @@
+"""Install a trained model folder as the package's ``default`` model (fp16 weights + model card).
+
+The shipped folder (``model/weights/default``) is a normal model folder — ``config.json``,
+``model.safetensors``, ``vae.safetensors`` — with floating-point tensors stored in fp16 (they load
+into the fp32 model, strictly, through :func:`model.generator.load_generator`) and a ``README.md``
+model card written from the recipe's record (data, steps, wall time, evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.generator import DEFAULT_MODEL_DIR
+
+__all__ = ["export_default", "export_model"]
+
+KEEP_FP32 = ("latent_mean", "latent_std")
+"""Buffers kept in fp32: the latent statistics that every output is de-normalised with."""
+
+
+def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if v.is_floating_point() and not k.endswith(KEEP_FP32) else v).contiguous()
+            for k, v in tensors.items()}
+
+
+def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None, card: str | None = None) -> Path:
+    """Copy model folder ``src`` to ``dst`` with fp16 weights, ``notes`` merged into the config's
+    ``notes`` and ``card`` written as ``README.md``.  ``dst`` is written beside itself and swapped
+    in at the end, so an interrupted export leaves the previous model in place."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("model.safetensors", "vae.safetensors"):
+        save_file(_half(load_file(str(src / name))), str(tmp / name))
+    config = json.loads((src / "config.json").read_text())
+    config["notes"] = {**config.get("notes", {}), **(notes or {})}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if card:
+        (tmp / "README.md").write_text(card)
+    old = dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def export_default(run: str | Path, work: str | Path, record: dict, dst: str | Path = DEFAULT_MODEL_DIR) -> Path:
+    """The recipe's last step (``scripts/train_default.py --install``): ``run`` (the ECT folder)
+    → ``dst`` with a model card built from ``record`` and ``work/eval.json`` when present."""
+    work = Path(work)
+    stages = record.get("stages", {})
+    total_s = sum(s.get("seconds", 0.0) for s in stages.values())
+    evaluation = json.loads((work / "eval.json").read_text()) if (work / "eval.json").exists() else None
+    notes = {"recipe": "scripts/train_default.py", "stages_seconds": {k: v["seconds"] for k, v in stages.items()},
+             "total_seconds": round(total_s, 1), "data": "synthetic arcade world, 40 min (livefoley synth --seed 7)",
+             "machine": "2 CPU cores (no GPU)"}
+    lines = ["# livefoley `default` model", "",
+             "The `tiny` architecture (DINOv2-S/14 with seeded weights at 84×140, 4-layer d=256 causal transformer, "
+             "3×256 consistency head) over the spectral codec (`audio/spectral.py`), trained on the synthetic "
+             "arcade world only, on 2 CPU cores, by `python scripts/train_default.py`.", "",
+             "| stage | wall time (s) |", "|---|---|"]
+    lines += [f"| {k} | {v['seconds']:.0f} |" for k, v in stages.items()]
+    lines += [f"| total | {total_s:.0f} |", ""]
+    if evaluation is not None:
+        lines += ["Evaluation (`livefoley eval --seeds 100-119 --seconds 20 --nfe 1 2 4 --vae-ceiling`, world seeds "
+                  "never used in training):", "",
+                  "| row | F1 ±50 ms | median onset offset ms | A/V offset ms | pan | quiet contrast dB | MR-STFT "
+                  "| log-mel L1 dB |", "|---|---|---|---|---|---|---|---|"]
+        for row in evaluation.get("rows", []):
+            lines.append(
+                f"| {row.get('name')} | {_fmt(row.get('f1'))} | {_fmt(row.get('onset_offset_median_ms'))} | "
+                f"{_fmt(row.get('av_offset_ms'))} | {_fmt(row.get('pan_accuracy'))} | "
+                f"{_fmt(row.get('quiet_contrast_db'))} | {_fmt(row.get('mrstft'))} | {_fmt(row.get('logmel_l1_db'))} |")
+        notes["eval"] = {row.get("name"): {k: row.get(k) for k in ("f1", "pan_accuracy", "quiet_contrast_db",
+                                                                     "av_offset_ms", "onset_offset_median_ms")}
+                         for row in evaluation.get("rows", [])}
+    lines += ["", "Training data: the synthetic world only — sound that follows other pictures is not promised.", ""]
+    return export_model(run, dst, notes=notes, card="\n".join(lines))

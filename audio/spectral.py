@@ -56,6 +56,11 @@ __all__ = ["SPECTRAL_TYPE", "SpectralCodecConfig", "SpectralCodec"]
 SPECTRAL_TYPE = "livefoley-spectral"
 """The encoder/decoder ``type`` that marks a spectral codec in a stable-audio-tools style config."""
 
+BAND_WEIGHT = 3.0
+"""Weight of the band-energy term of :meth:`SpectralCodec.magnitude_loss`.  Per-bin L1 of log
+magnitudes seeks the median, which for a tonal line whose exact bin is uncertain (a laser's fast
+chirp) is the background: the line vanishes.  Band power is mean-seeking and keeps it audible."""
+
 _LOGVAR_RANGE = (-30.0, 20.0)  # the same clamp as the Oobleck bottleneck (audio.vae.LOGVAR_RANGE)
 
 
@@ -65,7 +70,8 @@ class SpectralCodecConfig:
 
     n_fft: int = 800
     sub_hop: int = 200
-    frame_dim: int = 96  # per-frame projection width (encoder input, decoder output stage)
+    frame_dim: int = 128  # per-frame projection width (encoder input, decoder output stage)
+    frame_hidden: int = 512  # hidden width of the per-frame output MLP (sharp spectral lines)
     width: int = 512  # MLP width
     depth: int = 2  # residual MLP blocks in encoder and decoder
     context: int = 4  # latents the decoder sees: the current one and context − 1 before it
@@ -78,7 +84,7 @@ class SpectralCodecConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("n_fft", "sub_hop", "frame_dim", "width", "context", "latent_dim", "audio_channels",
+        for name in ("n_fft", "sub_hop", "frame_dim", "frame_hidden", "width", "context", "latent_dim", "audio_channels",
                      "sample_rate", "hop"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -152,6 +158,19 @@ def _hann(n: int) -> Tensor:
     return torch.hann_window(n, periodic=True, dtype=torch.float32)
 
 
+def _log_bands(bins: int, n: int) -> Tensor:
+    """``(bins, ≤ n)`` 0/1 matrix grouping FFT bins into log-spaced bands (DC in the first)."""
+    edges = torch.unique(torch.logspace(0, math.log10(bins), n + 1).floor().long().clamp(max=bins))
+    idx = torch.bucketize(torch.arange(bins), edges[1:-1], right=True)
+    return F.one_hot(idx, int(idx.max()) + 1).float()
+
+
+def _group_bands(n: int, groups: int) -> Tensor:
+    """``(n, groups)`` 0/1 matrix joining ``n`` consecutive bands into ``groups`` contiguous groups."""
+    idx = torch.arange(n) * groups // n
+    return F.one_hot(idx, groups).float()
+
+
 class _ResidualMLP(nn.Module):
     def __init__(self, width: int, depth: int) -> None:
         super().__init__()
@@ -177,20 +196,37 @@ class SpectralCodec(nn.Module):
         self.hop, self.latent_dim = c.hop, c.latent_dim
         self.sample_rate, self.audio_channels = c.sample_rate, c.audio_channels
         k, feat = c.frames_per_latent, c.audio_channels * c.bins
-        self.enc_frame = nn.Sequential(nn.Linear(feat, c.frame_dim), nn.LayerNorm(c.frame_dim), nn.GELU())
+        self.register_buffer("band_matrix", _log_bands(c.bins, 48), persistent=False)
+        n_bands = self.band_matrix.shape[1]
+        self.register_buffer("octave_matrix", _group_bands(n_bands, 8), persistent=False)
+        # per frame: the log magnitudes and the log band energies of both channels (the bands are
+        # robust to the noise of single bins, so sparse tonal events stand out from the start)
+        self.enc_frame = nn.Sequential(nn.Linear(feat + c.audio_channels * n_bands, c.frame_dim),
+                                       nn.LayerNorm(c.frame_dim), nn.GELU())
         self.enc_in = nn.Linear(k * c.frame_dim, c.width)
         self.enc_mlp = _ResidualMLP(c.width, c.depth)
         self.enc_out = nn.Sequential(nn.LayerNorm(c.width), nn.Linear(c.width, 2 * c.latent_dim))
         self.dec_in = nn.Conv1d(c.latent_dim, c.width, c.context)
         self.dec_mlp = _ResidualMLP(c.width, c.depth)
         self.dec_frames = nn.Sequential(nn.LayerNorm(c.width), nn.Linear(c.width, k * c.frame_dim), nn.GELU())
-        self.dec_out = nn.Linear(c.frame_dim, feat)
+        self.dec_out = nn.Sequential(nn.Linear(c.frame_dim, c.frame_hidden), nn.GELU(),
+                                     nn.Linear(c.frame_hidden, feat))
         with torch.no_grad():
+            # He initialisation (PyTorch's default shrinks every layer by ~√3: after the decoder's
+            # six layers the output barely depends on the latent, the network learns the mean
+            # spectrum and never the events); the residual blocks start as identities.
+            for m in self.modules():
+                if isinstance(m, nn.Linear | nn.Conv1d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+            for mlp in (self.enc_mlp, self.dec_mlp):
+                for block in mlp.blocks:
+                    nn.init.zeros_(block[-1].weight)
             # The posterior starts narrow (σ ≈ 0.02): with σ = 1 at initialisation the sampled
             # latent is all noise, the decoder learns to ignore it and the encoder collapses.
             self.enc_out[1].weight[c.latent_dim :].zero_()
             self.enc_out[1].bias[c.latent_dim :].fill_(-8.0)
-            self.dec_out.bias.fill_(math.log(c.log_floor) / 2)  # start quiet rather than at ln 1
+            self.dec_out[-1].bias.fill_(math.log(c.log_floor) / 2)  # start quiet rather than at ln 1
         self.register_buffer("window", _hann(c.n_fft), persistent=False)
         wss = (_hann(c.n_fft) ** 2).reshape(c.n_fft // c.sub_hop, c.sub_hop).sum(0)
         self.register_buffer("ola_norm", wss, persistent=False)
@@ -235,7 +271,9 @@ class SpectralCodec(nn.Module):
             self._stream["enc_tail"].copy_(x[..., -c.lookahead:])
         else:
             x = F.pad(wav, (c.lookahead, 0))
-        feats = self.log_magnitudes(x)  # (B, C, 8T, bins): frame j ends at sample (j + 1)·sub_hop
+        logm = self.log_magnitudes(x)  # (B, C, 8T, bins): frame j ends at sample (j + 1)·sub_hop
+        bands = torch.log((2 * logm).exp() @ self.band_matrix + c.log_floor**2) / 2
+        feats = torch.cat(((logm + 4) / 3, (bands + 4) / 3), dim=-1)  # roughly zero-mean, unit scale
         feats = feats.permute(0, 2, 1, 3).reshape(b, t * c.frames_per_latent, -1)
         h = self.enc_frame(feats).reshape(b, t, -1)
         h = self.enc_out(self.enc_mlp(self.enc_in(h)))  # (B, T, 2·latent)
@@ -278,7 +316,20 @@ class SpectralCodec(nn.Module):
         log_l1 = (pred - target).abs().mean()
         lin_p, lin_t = pred.exp(), target.exp()
         sc = torch.linalg.vector_norm(lin_p - lin_t) / torch.linalg.vector_norm(lin_t).clamp_min(1e-6)
-        return log_l1 + sc
+        # Band energies in dB-like units: per-bin L1 of log magnitudes aims at the median, which for
+        # noise sits below its power; summed band power keeps the level (and the quiet stretches) right.
+        floor = c.log_floor**2
+        bands = self.band_matrix.to(lin_p.dtype)
+        pow_p, pow_t = lin_p.square() @ bands, lin_t.square() @ bands  # (B, C, 8T, bands)
+        band_l1 = (torch.log(pow_p + floor) - torch.log(pow_t + floor)).abs().mean()
+        # … and over whole latents in octave bands: a fast chirp crosses a fine band within one
+        # sub-frame, so only energy pooled in time and frequency makes its presence certain.
+        k = c.frames_per_latent
+        octaves = self.octave_matrix.to(lin_p.dtype)
+        coarse_p = (pow_p.unflatten(2, (t, k)).sum(3)) @ octaves
+        coarse_t = (pow_t.unflatten(2, (t, k)).sum(3)) @ octaves
+        coarse_l1 = (torch.log(coarse_p + floor) - torch.log(coarse_t + floor)).abs().mean()
+        return log_l1 + sc + BAND_WEIGHT * (band_l1 + coarse_l1)
 
     # ---- decoder: magnitudes → waveform (phase vocoder, streaming) -----------------------------
 
@@ -350,7 +401,7 @@ class SpectralCodec(nn.Module):
             shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise LivefoleyError(f"the VAE decodes latents shaped (batch, {self.latent_dim}, frames>0); got {shape}")
         self._check_batch(z.shape[0])
-        p = self.dec_out.weight
+        p = self.dec_out[-1].weight
         st = self._stream if self._stream is not None else self._new_state(z.shape[0], p.device, p.dtype)
         z = z.to(p.dtype)
         return torch.cat([self._decode_one(z[..., t : t + 1], st) for t in range(z.shape[-1])], dim=-1)
@@ -371,7 +422,7 @@ class SpectralCodec(nn.Module):
             raise RuntimeError("this VAE is already streaming; leave the current streaming() block first")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        p = self.dec_out.weight
+        p = self.dec_out[-1].weight
         self._stream = self._new_state(batch_size, p.device, p.dtype)
         try:
             yield self
@@ -381,7 +432,7 @@ class SpectralCodec(nn.Module):
     def reset_streaming(self) -> None:
         """Zero every streaming state (start a new stream without leaving the block)."""
         if self._stream is not None:
-            p = self.dec_out.weight
+            p = self.dec_out[-1].weight
             self._stream = self._new_state(self._stream["batch"], p.device, p.dtype)
 
     def num_parameters(self) -> dict[str, int]:

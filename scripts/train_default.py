@@ -32,14 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SYNTH = ["--minutes", "40", "--seed", "7", "--clip-seconds", "30", "--size", "320x180"]
-CODEC = ["--preset", "spectral", "--steps", "6000", "--batch-size", "16", "--crop-seconds", "0.5",
+CODEC = ["--preset", "spectral", "--steps", "8000", "--batch-size", "16", "--crop-seconds", "0.5",
          "--lr", "3e-4", "--save-every", "500", "--log-every", "100"]
 CODEC_SETTINGS = {"betas": [0.9, 0.99], "monitor_every": 1000, "monitor_seconds": 10.0}
-STAGE1 = ["--model-config", "tiny", "--steps", "2500", "--batch-size", "8", "--window-seconds", "4",
-          "--lr", "6e-4", "--warmup", "200", "--ckpt-every", "250", "--val-every", "500",
+STAGE1 = ["--model-config", "tiny", "--steps", "3000", "--batch-size", "8", "--window-seconds", "2",
+          "--lr", "5e-4", "--warmup", "200", "--ckpt-every", "250", "--val-every", "500",
           "--sample-every", "100000"]
-ECT = ["--steps", "800", "--batch-size", "8", "--window-seconds", "4", "--lr", "2e-4", "--warmup", "50",
-       "--ect-stage-interval", "200", "--ckpt-every", "200", "--val-every", "400", "--sample-every", "100000"]
+ECT = ["--steps", "1000", "--batch-size", "8", "--window-seconds", "2", "--lr", "1e-4", "--warmup", "50",
+       "--ect-stage-interval", "250", "--ckpt-every", "250", "--val-every", "500", "--sample-every", "100000"]
 EVAL = ["--seeds", "100-119", "--seconds", "20", "--nfe", "1", "2", "4", "--vae-ceiling"]
 
 

@@ -84,8 +84,8 @@ class SpectralCodecConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("n_fft", "sub_hop", "frame_dim", "frame_hidden", "width", "context", "latent_dim", "audio_channels",
-                     "sample_rate", "hop"):
+        for name in ("n_fft", "sub_hop", "frame_dim", "frame_hidden", "width", "context", "latent_dim",
+                     "audio_channels", "sample_rate", "hop"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 problems.append(f"{name} must be a positive integer (got {v!r})")

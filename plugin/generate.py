@@ -43,6 +43,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from plugin.options import same_file
 
 log = logging.getLogger(__name__)
 
@@ -258,13 +259,6 @@ def plan_outputs(inputs: Sequence[Path], out: str | os.PathLike, *, folder_mode:
     except OSError as err:
         raise GenerateError(f"cannot create the output folder {out} ({err}); pick another -o") from None
     return [out / f"{p.stem}{OUTPUT_TAG}{fmt or p.suffix.lower()}" for p in inputs]
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 # ---- decoding in the background ------------------------------------------------------------------------
@@ -540,7 +534,7 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
     claimed: dict[Path, Path] = {}
     for src, dst in zip(paths, outputs, strict=True):
         error = None
-        if _same_file(src, dst):
+        if same_file(src, dst):
             error = (f"{src}: the output would be the input itself; an input is never overwritten — "
                      "choose another -o")
         elif dst.resolve() in resolved_inputs:

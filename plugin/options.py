@@ -14,6 +14,49 @@ def add_dinov2_weights(parser) -> None:
     parser.add_argument("--dinov2-weights", metavar="PATH", help=DINOV2_WEIGHTS_HELP)
 
 
+def same_file(a, b) -> bool:
+    """True when paths ``a`` and ``b`` name the same file (by path, or by inode when both exist)."""
+    import os
+    from pathlib import Path
+
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(out, *, inputs=(), overwrite: bool = False, what: str = "the output") -> None:
+    """Refuse, before any work, an output that is one of the ``inputs`` (never overwritten) or that
+    exists without ``overwrite`` (the user's file is kept: pass --overwrite to replace it)."""
+    from pathlib import Path
+
+    from audio.errors import LivefoleyError
+
+    out = Path(out)
+    for src in inputs:
+        if same_file(src, out):
+            raise LivefoleyError(f"{what} {out} is the input {src}; an input is never overwritten — choose "
+                                 "another name")
+    if out.is_dir():
+        raise LivefoleyError(f"{what} {out} is a folder; give a file name")
+    if out.exists() and not overwrite:
+        raise LivefoleyError(f"{what} {out} exists; pass --overwrite to replace it (or choose another name)")
+
+
+def json_dest(value: str) -> str:
+    """argparse type of an optional ``--json [FILE]``: "-" (stdout) or a name ending in ``.json``.
+    Anything else is refused before the command runs: ``--json`` would otherwise swallow the next
+    input name (``generate a.mp4 --json b.mp4``) and replace that file with the report."""
+    import argparse
+
+    if value == "-" or value.lower().endswith(".json"):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not a .json file name: --json writes its report to stdout, or to FILE.json when one "
+        "is given; put --json after the inputs, or write --json=- / --json report.json")
+
+
 def write_json(report: dict, dest: str) -> bool:
     """A command's ``--json`` output: ``dest`` "-" prints ``report`` to stdout (then the command
     prints nothing else there: returns True); a path gets the file written atomically (complete or

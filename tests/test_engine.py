@@ -513,7 +513,7 @@ def test_cli_help_and_bad_input(capsys):
         (["--source", "synthetic", "--record", "out.mp3"], r"extension must be .wav or .flac"),
         (["--source", "synthetic", "--duration", "0"], "--duration must be a positive number"),
         (["--source", "synthetic", "--volume", "7"], "volume must be between 0 and 4"),
-        (["--source", "synthetic", "--sink", "null"], "default model"),
+        (["--source", "synthetic", "--sink", "null", "--model", "no/such/folder"], "neither a preset"),
     ]
     for args, message in cases:
         t0 = time.monotonic()

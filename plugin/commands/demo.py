@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plugin.options import add_dinov2_weights, write_json
+from plugin.options import add_dinov2_weights, json_dest, write_json
 
 HELP = "generate sound for the built-in arcade world with the default model (start here)"
 DESCRIPTION = """\
@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", default="livefoley-demo.mp4", help="video to write (default livefoley-demo.mp4)")
     p.add_argument("--png", default=None, help="picture to write (default: the video's name with .png)")
     p.add_argument("--no-play", action="store_true", help="do not play on the sound device")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="figures as JSON (stdout or FILE)")
+    p.add_argument("--json", nargs="?", const="-", type=json_dest, metavar="FILE",
+                   help="figures as JSON (stdout or FILE)")
     p.set_defaults(func=run)
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from audio.errors import LivefoleyError
-from plugin.options import add_dinov2_weights, write_json
+from plugin.options import add_dinov2_weights, json_dest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def register(subparsers) -> None:
     add_dinov2_weights(gen)
     p.add_argument("--vae-ceiling", action="store_true",
                    help="also evaluate the ground truth passed through the model's VAE (encode → decode)")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    p.add_argument("--json", nargs="?", const="-", type=json_dest, metavar="FILE",
                    help="write every number as JSON to FILE (or stdout when no FILE is given)")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="picture of the first clip: frames, spectrograms and event marks on one time axis")

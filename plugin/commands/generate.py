@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plugin.options import add_dinov2_weights, write_json
+from plugin.options import add_dinov2_weights, json_dest, write_json
 
 HELP = "offline V2A: give video file(s) a generated soundtrack (video out, or .wav/.flac)"
 DESCRIPTION = """\
@@ -97,7 +97,7 @@ def register(subparsers) -> None:
                         "flac; default: each input's own)")
     s.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+    s.add_argument("--json", nargs="?", const="-", type=json_dest, default=None, metavar="FILE",
                    help="write per-file and total stats (frames, seconds, real-time factor, peak memory, "
                         "failures) as JSON to FILE, or to stdout when no FILE is given")
     p.set_defaults(func=run)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audio.errors import LivefoleyError
-from plugin.options import add_dinov2_weights, write_json
+from plugin.options import add_dinov2_weights, json_dest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ def register(subparsers) -> None:
     p.add_argument("--sink", action="append", metavar="SINK",
                    help="where to play (repeatable; default: device)")
     p.add_argument("--record", metavar="FILE", help="also record to FILE (.wav float32 or .flac 24-bit)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --record / file: sink FILE (never the source)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: never)")
     p.add_argument("--model", default="default", metavar="M",
                    help="model folder or preset name (default: the shipped default model; `tiny` is an "
@@ -76,7 +78,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-degrade", action="store_true", help="never degrade (for measuring the full model)")
     p.add_argument("--status", action="store_true",
                    help="print the status line even when stderr is not a terminal (one line per second)")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    p.add_argument("--json", nargs="?", const="-", type=json_dest, metavar="FILE",
                    help="write the run's statistics as JSON to FILE (or stdout when no FILE is given)")
     p.set_defaults(func=run)
 
@@ -105,13 +107,20 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
     from capture.obs import model_input_size
     from capture.registry import parse_source
     from plugin.engine import EngineConfig, LiveEngine, PolicyConfig
+    from plugin.options import check_output
 
     if args.duration is not None and not args.duration > 0:
         raise LivefoleyError(f"--duration must be a positive number of seconds, got {args.duration}")
     if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
         raise LivefoleyError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
+    kind, target = parse_source(args.source)[:2]
+    inputs = [target] if kind == "file" else []
+    outputs = [args.record] if args.record else []
+    outputs += [s.split(":", 1)[1] for s in (args.sink or []) if s.startswith("file:")]
+    for out in outputs:
+        check_output(out, inputs=inputs, overwrite=getattr(args, "overwrite", False), what="the recording")
     options = dict(source_options or {})
-    if parse_source(args.source)[0] == "obs":  # OBS scales its screenshots to the model's input
+    if kind == "obs":  # OBS scales its screenshots to the model's input
         options.setdefault("input_size", model_input_size(args.model))
     config = EngineConfig(
         source=args.source, source_options=options, sinks=tuple(args.sink or ["device"]), record=args.record,

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from plugin.options import add_dinov2_weights, write_json
+from plugin.options import add_dinov2_weights, json_dest, write_json
 
 HELP = "cache vision features and audio latents of a folder of videos for training"
 DESCRIPTION = """\
@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="frames per DINOv2 batch (default 32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     add_dinov2_weights(p)
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="summary as JSON (stdout or FILE)")
+    p.add_argument("--json", nargs="?", const="-", type=json_dest, metavar="FILE",
+                   help="summary as JSON (stdout or FILE)")
     p.set_defaults(func=run)
 
 

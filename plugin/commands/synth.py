@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from audio.errors import LivefoleyError
-from plugin.options import write_json
+from plugin.options import json_dest, write_json
 
 HELP = "write synthetic arcade clips (H.264 + stereo AAC mp4, events JSON beside each)"
 DESCRIPTION = """\
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--json",
         nargs="?",
-        const="-",
+        const="-", type=json_dest,
         metavar="FILE",
         help="write the summary as JSON to FILE (or stdout when no FILE is given)",
     )

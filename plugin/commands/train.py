@@ -18,13 +18,28 @@ HELP = "train the VAE, then the generator: stage1 (diffusion) and ect (consisten
 
 _VAE_DESCRIPTION = """\
 Train the causal audio VAE on a folder of audio files and/or videos with sound (read recursively,
-resampled to 48 kHz stereo): multi-resolution STFT + multi-scale STFT discriminator (adversarial
-and feature matching) + KL, AdamW, EMA, gradient clipping.  RUN_DIR receives config.json (model +
+resampled to 48 kHz stereo).  Two kinds of codec:
+
+  --preset spectral   the codec that trains on a CPU (the shipped default uses it): learned
+                      log-magnitude spectrogram coding at the frame rate + causal phase-vocoder
+                      synthesis; magnitude, band-energy and KL losses; ~0.1 s a step on 2 cores,
+                      useful after ~1000 steps.  Give it exact sound: AAC-coded audio lacks the top
+                      octave (`livefoley synth --audio-out DIR` writes the world's exact sound).
+  --preset tiny / sr-causal (Oobleck, Sony's architecture): multi-resolution STFT + multi-scale
+                      STFT discriminator (adversarial and feature matching) + KL; needs a GPU and
+                      10^5-10^6 steps.
+
+Both: AdamW, EMA, gradient clipping, and every --train-config monitor_every steps a check of the
+EMA weights on held-out world clips (F1, pan, quiet contrast, MR-STFT, log-mel in log.jsonl), so a
+collapse shows within minutes.  RUN_DIR receives config.json (model +
 fully resolved training settings), model.safetensors (EMA weights; `livefoley vae reconstruct
 --config RUN_DIR` and `audio.vae.load_vae(RUN_DIR)` read them), train_state.pt (for --resume) and
 log.jsonl (losses).
 
 examples:
+  livefoley synth --out world/ --audio-out world_audio/ --minutes 40 --size 320x180
+  livefoley train vae --data world_audio/ --preset spectral --out runs/codec --steps 8000 \
+      --batch-size 16 --crop-seconds 0.5 --lr 3e-4
   livefoley train vae --data sounds/ --preset tiny --out runs/vae_tiny --steps 20000
   livefoley train vae --out runs/vae_tiny --resume --steps 40000      # continue to 40k steps"""
 
@@ -53,7 +68,7 @@ def _register_vae(sub) -> None:
     )
     p.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder (created)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--preset", help="VAE preset (tiny, sr-causal); default tiny")
+    g.add_argument("--preset", help="VAE preset (spectral, tiny, sr-causal); default tiny")
     g.add_argument("--config", metavar="JSON", help="stable-audio-tools style VAE config instead of a preset")
     p.add_argument(
         "--train-config",

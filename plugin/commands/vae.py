@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     r.add_argument("input", help="audio file or video with sound")
     r.add_argument("-o", "--output", required=True, help="output .wav or .flac")
     _model_args(r)
+    r.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never the input)")
     r.add_argument("--chunk-seconds", type=float, default=10.0, help="streaming chunk length (memory bound)")
     r.add_argument(
         "--allow-random-weights",
@@ -101,12 +102,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
     from audio.io import WRITE_FORMATS, AudioWriteError, read_audio, write_audio
     from audio.vae import pad_to_hop
+    from plugin.options import check_output
 
     out = Path(args.output)
     if out.suffix.lower() not in WRITE_FORMATS:
         raise AudioWriteError(
             f"{out}: cannot write {out.suffix or 'files without extension'}; use .wav or .flac"
         )
+    check_output(out, inputs=[args.input], overwrite=args.overwrite)
     vae, config = _load(args, need_weights=not args.allow_random_weights)
     wav = read_audio(args.input, sample_rate=vae.sample_rate, channels=vae.audio_channels)
     n = wav.shape[1]

@@ -1,0 +1,59 @@
+"""Nothing a user types loses their files: `--json` never swallows an input name, and outputs that
+are inputs or exist already are refused before any work (issue 6/6, items 1-3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audio.io import write_audio
+from plugin.cli import main
+
+
+@pytest.fixture
+def wav(tmp_path):
+    path = tmp_path / "x.wav"
+    write_audio(path, np.zeros((2, 3200), np.float32))
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["generate", "IN", "-o", "OUT.wav", "--json", "VICTIM"],
+    ["eval", "--model", "tiny", "--seeds", "1", "--json", "VICTIM"],
+    ["demo", "--json", "VICTIM"],
+    ["live", "--source", "synthetic", "--json", "VICTIM"],
+])
+def test_json_never_takes_a_file_that_is_not_json(tmp_path, wav, capsys, command):
+    victim = tmp_path / "v2.mp4"
+    victim.write_bytes(b"the user's video")
+    args = [str(victim) if a == "VICTIM" else str(wav) if a == "IN" else str(tmp_path / a) if a == "OUT.wav"
+            else a for a in command]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert "is not a .json file name" in capsys.readouterr().err
+    assert victim.read_bytes() == b"the user's video"
+
+
+def test_vae_reconstruct_keeps_its_input_and_existing_outputs(tmp_path, wav, capsys):
+    before = wav.read_bytes()
+    assert main(["vae", "reconstruct", str(wav), "-o", str(wav), "--config", "tiny", "--allow-random-weights"]) == 2
+    assert "an input is never overwritten" in capsys.readouterr().err
+    assert wav.read_bytes() == before
+    other = tmp_path / "kept.wav"
+    other.write_bytes(b"keep me")
+    assert main(["vae", "reconstruct", str(wav), "-o", str(other), "--config", "tiny", "--allow-random-weights"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert other.read_bytes() == b"keep me"
+    assert main(["vae", "reconstruct", str(wav), "-o", str(other), "--config", "tiny", "--allow-random-weights",
+                 "--overwrite"]) == 0
+    assert other.read_bytes() != b"keep me"
+
+
+def test_live_record_keeps_an_existing_file(tmp_path, capsys):
+    rec = tmp_path / "a.wav"
+    rec.write_bytes(b"an earlier recording")
+    assert main(["live", "--source", "synthetic", "--model", "tiny", "--sink", "null", "--record", str(rec),
+                 "--duration", "1"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert rec.read_bytes() == b"an earlier recording"

@@ -46,6 +46,8 @@ each file is paired with the reference clip of the same name (`synth_s0_0003.wav
 `synth_s0_0003.mp4`, also `synth_s0_0003.<anything>.wav`).  A "ground truth" row (the reference
 against itself) shows the limits of the onset detector."""
 
+from capture.synthetic.looks import LOOKS  # noqa: E402  (numpy and OpenCV: already what eval needs)
+
 MEDIA_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a",
                   ".aif", ".aiff")
 MAX_PLOT_TRACKS = 4
@@ -76,6 +78,9 @@ def register(subparsers) -> None:
                           "(diffusion-stage models) or 'all' (default: the model's default)")
     gen.add_argument("--cfg", type=float, metavar="W",
                      help="classifier-free guidance ω (default: the model's)")
+    gen.add_argument("--look", default="world", choices=sorted(LOOKS),
+                     help="draw the world differently (the model trained on 'world' only): "
+                          + "; ".join(f"{k}: {v}" for k, v in LOOKS.items()))
     gen.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
     add_dinov2_weights(gen)
     p.add_argument("--vae-ceiling", action="store_true",
@@ -194,14 +199,17 @@ def vae_roundtrip(vae, audio):
 
 
 # ---------------------------------------------------------------------------------- mode (a): model
-def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | None = None):
-    """Frames of world ``seed``, drawn lazily (a clip is never held in memory whole); frames whose
-    index is a key of ``keep`` are stored there."""
+def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | None = None,
+                  look: str = "world"):
+    """Frames of world ``seed`` in ``look`` (capture/synthetic/looks.py), drawn lazily (a clip is
+    never held in memory whole); frames whose index is a key of ``keep`` are stored there."""
     from capture.synthetic import World
+    from capture.synthetic.looks import apply_look
 
     world = World(seed, width=size[0], height=size[1])
     for i in range(n_frames):
         frame, _, _ = world.step()
+        frame = apply_look(frame, look)
         if keep is not None and i in keep:
             keep[i] = frame.copy()
         yield frame
@@ -213,6 +221,7 @@ def _run_model(args, cfg) -> dict:
     from audio.contract import CONTRACT
     from audio.metrics import evaluate_clip
     from capture.synthetic import world_audio
+    from capture.synthetic.looks import mirror_truth
     from capture.synthetic.source import parse_size
     from model.generator import load_generator
 
@@ -242,6 +251,8 @@ def _run_model(args, cfg) -> dict:
               disable=None) as bar:
         for k, seed in enumerate(seeds):
             reference, events, quiet = world_audio(seed, n_frames, size)
+            if args.look == "mirror":
+                reference, events = mirror_truth(reference, events)
             clip_id = {"clip": f"synthetic:{seed}", "seed": seed}
             per_row["ground truth"].append(
                 {**clip_id, **evaluate_clip(reference, reference, events, quiet_spans=quiet, config=cfg)})
@@ -253,7 +264,7 @@ def _run_model(args, cfg) -> dict:
                 plot_data = {"reference": reference, "events": events, "generated": {}, "keep": keep,
                              "title": f"{args.model} on synthetic:{seed}"}
             for j, (name, nfe) in enumerate(variants):
-                frames = _world_frames(seed, n_frames, size, keep if j == 0 else None)
+                frames = _world_frames(seed, n_frames, size, keep if j == 0 else None, args.look)
                 t = time.perf_counter()
                 audio = gen.generate(frames, seed=seed, nfe=nfe, cfg=guidance, progress=bar.update)
                 gen_s[name] += time.perf_counter() - t
@@ -298,6 +309,7 @@ def _run_model(args, cfg) -> dict:
         "seeds": seeds,
         "seconds": n_frames / CONTRACT.fps,
         "size": list(size),
+        "look": args.look,
         "load_s": round(load_s, 3),
         "rows": rows,
     }

@@ -10,7 +10,8 @@ are skipped, training stages resume from their last checkpoint, `prepare` resume
 1. synth    — the arcade world as mp4 clips (`livefoley synth`, base seed 7: no clip uses the
               evaluation seeds 100–119)
 2. codec    — the spectral codec (`livefoley train vae --preset spectral`)
-3. prepare  — DINOv2 grids + codec latents of every frame (`livefoley prepare`)
+3. prepare  — DINOv2 grids + codec latents of every frame (`livefoley prepare`; latents of the
+              exact sound, not of the videos' AAC tracks)
 4. stage1   — the generator's diffusion stage (`livefoley train stage1`)
 5. ect      — easy consistency tuning (`livefoley train ect`)
 6. eval     — `livefoley eval` on held-out world seeds with the codec's ceiling
@@ -85,7 +86,8 @@ def main() -> int:
         "train", "vae", "--data", str(world_audio), "--out", str(codec), "--no-progress", *CODEC,
         "--train-config", str(codec_settings), *resumable(codec, "train_state.pt")))
     stage("prepare", work / ".prepare.done", lambda: livefoley(
-        "prepare", "--data", str(world), "--out", str(cache), "--vae", str(codec), "--model-config", "tiny"))
+        "prepare", "--data", str(world), "--audio", str(world_audio), "--out", str(cache), "--vae", str(codec),
+        "--model-config", "tiny"))
     stage("stage1", work / ".stage1.done", lambda: livefoley(
         "train", "stage1", "--cache", str(cache), "--out", str(stage1), "--no-progress", *STAGE1,
         *resumable(stage1, "state/state.json")))

@@ -133,8 +133,11 @@ class FeatureCache:
 def prepare(
     data: str | Path, out: str | Path, *, tokenizer: FrameTokenizer, vae: CausalVAE, val_fraction: float = 0.1,
     batch_size: int = 32, device: torch.device | str = "cpu", progress: Callable[[int], object] | None = None,
+    audio_dir: str | Path | None = None,
 ) -> PrepareSummary:
-    """Cache every video under ``data`` into ``out`` (resumable); ``progress(n)`` after every n frames."""
+    """Cache every video under ``data`` into ``out`` (resumable); ``progress(n)`` after every n frames.
+    ``audio_dir``: take a video's sound from ``audio_dir/<stem>.flac`` (or ``.wav``) when that file
+    exists — the exact sound that `livefoley synth --audio-out` writes — instead of its AAC track."""
     from audio.io import read_audio
     from capture.file import iter_frames_30fps, probe_video
 
@@ -187,7 +190,8 @@ def prepare(
                 raise LivefoleyError("no decodable video frames")
             grids = torch.cat(grids_list)
             n = grids.shape[0]
-            wav = read_audio(path)  # (2, N) float32 at 48 kHz
+            exact = _exact_sound(audio_dir, path)
+            wav = read_audio(exact or path)  # (2, N) float32 at 48 kHz
             wav = _fit_length(wav, n * CONTRACT.hop)
             latents = encode_long(vae, torch.from_numpy(wav), device=device)
         except LivefoleyError as err:
@@ -239,6 +243,16 @@ def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
     if wav.shape[1] >= n:
         return wav[:, :n]
     return np.pad(wav, ((0, 0), (0, n - wav.shape[1])))
+
+
+def _exact_sound(audio_dir: str | Path | None, video: Path) -> Path | None:
+    if audio_dir is None:
+        return None
+    for ext in (".flac", ".wav"):
+        candidate = Path(audio_dir) / f"{video.stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @torch.inference_mode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from plugin.options import add_dinov2_weights, json_dest, write_json
 
@@ -32,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--vae", metavar="RUN_DIR|FILE",
                    help="trained VAE weights (a `livefoley train vae` run folder or .safetensors/.ckpt); "
                         "default: the model folder's vae.safetensors, or the preset's seeded VAE")
+    p.add_argument("--audio", metavar="DIR", type=Path,
+                   help="take each video's sound from DIR/<name>.flac|.wav when it exists (the exact sound "
+                        "`livefoley synth --audio-out DIR` writes) instead of its lossy audio track")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of files held out (default 0.1)")
     p.add_argument("--batch-size", type=int, default=32, help="frames per DINOv2 batch (default 32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             total += probe_video(path).n_frames_30fps
     with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True) as bar, torch.inference_mode():
         summary = prepare(args.data, args.out, tokenizer=tokenizer, vae=vae, val_fraction=args.val_fraction,
+                          audio_dir=args.audio,
                           batch_size=args.batch_size, device=device, progress=bar.update)
     report = summary.to_dict()
     if args.json and write_json(report, args.json):

@@ -143,3 +143,33 @@ def test_training_settings_are_checked_before_any_work(cache, tmp_path, capsys):
         assert main(["train", "stage1", "--cache", str(cache), "--out", str(out), *flags, "--no-progress"]) == 2
         assert words in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_prepare_takes_the_exact_sound_when_given_audio(tmp_path):
+    """`prepare --audio DIR`: latents of DIR/<name>.flac (the sound before AAC), not of the video's
+    lossy track; a video without such a file keeps its own track."""
+    import torch
+
+    from audio.io import read_audio, write_audio
+    from audio.vae import load_vae
+    from model.training.cache import encode_long
+
+    frames, audio, _ = render_clip(4, 1.0, width=160, height=90)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_video(data / "a.mp4", list(frames), fps=CONTRACT.fps, audio=audio)
+    write_video(data / "b.mp4", list(frames), fps=CONTRACT.fps, audio=audio)
+    write_audio(tmp_path / "exact" / "a.flac", audio)
+    out = tmp_path / "cache"
+    assert main(["prepare", "--data", str(data), "--audio", str(tmp_path / "exact"), "--out", str(out),
+                 "--val-fraction", "0", "--json", str(tmp_path / "s.json")]) == 0
+    index = json.loads((out / "cache.json").read_text())
+    vae = load_vae("tiny", out / "vae.safetensors")
+    for name, source in (("a.mp4", tmp_path / "exact" / "a.flac"), ("b.mp4", data / "b.mp4")):
+        cached = load_file(str(out / "shards" / index["files"][name]["shard"]))["latents"]
+        wav = read_audio(source)[:, : cached.shape[0] * CONTRACT.hop]
+        expected = encode_long(vae, torch.from_numpy(np.ascontiguousarray(wav)), device="cpu")
+        torch.testing.assert_close(cached, expected, atol=1e-4, rtol=1e-3)
+    a = load_file(str(out / "shards" / index["files"]["a.mp4"]["shard"]))["latents"]
+    b = load_file(str(out / "shards" / index["files"]["b.mp4"]["shard"]))["latents"]
+    assert not torch.allclose(a, b, atol=1e-4)  # AAC changed the sound: the two differ

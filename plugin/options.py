@@ -44,6 +44,36 @@ def check_output(out, *, inputs=(), overwrite: bool = False, what: str = "the ou
         raise LivefoleyError(f"{what} {out} exists; pass --overwrite to replace it (or choose another name)")
 
 
+def guidance(value: str) -> float:
+    """argparse type of ``--cfg``: a finite ω ≥ 0 (1 = no guidance), the same rule in every command."""
+    import argparse
+    import math
+
+    try:
+        w = float(value)
+    except ValueError:
+        w = math.nan
+    if not (math.isfinite(w) and w >= 0):
+        raise argparse.ArgumentTypeError(f"{value!r}: the guidance ω must be a finite number ≥ 0 (1 = no guidance)")
+    return w
+
+
+def count(minimum: int):
+    """argparse type: an integer ≥ ``minimum`` (``count(1)`` for frames, ``count(0)`` for warm-ups)."""
+    import argparse
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = minimum - 1
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{value!r}: give a whole number ≥ {minimum}")
+        return n
+
+    return parse
+
+
 def json_dest(value: str) -> str:
     """argparse type of an optional ``--json [FILE]``: "-" (stdout) or a name ending in ``.json``.
     Anything else is refused before the command runs: ``--json`` would otherwise swallow the next

@@ -57,3 +57,25 @@ def test_live_record_keeps_an_existing_file(tmp_path, capsys):
                  "--duration", "1"]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert rec.read_bytes() == b"an earlier recording"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "x.mp4", "-o", "y.wav", "--cfg", "-1"], "guidance ω must be a finite number ≥ 0"),
+    (["eval", "--model", "tiny", "--cfg", "nan"], "guidance ω must be a finite number ≥ 0"),
+    (["live", "--source", "synthetic", "--cfg", "-0.5"], "guidance ω must be a finite number ≥ 0"),
+    (["bench", "--frames", "0"], "give a whole number ≥ 1"),
+    (["bench", "--warmup", "-1"], "give a whole number ≥ 0"),
+])
+def test_bad_numbers_are_refused_by_the_parser(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_huge_seed_range_is_refused_at_once(capsys):
+    import time
+
+    t0 = time.monotonic()
+    assert main(["eval", "--model", "tiny", "--seeds", "0-99999999", "--seconds", "1"]) == 2
+    assert "more than 10000 seeds" in capsys.readouterr().err
+    assert time.monotonic() - t0 < 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plugin.options import add_dinov2_weights, write_json
+from plugin.options import add_dinov2_weights, count, write_json
 
 HELP = "measure per-frame latency (token- and waveform-level) against the 33.3 ms budget"
 DESCRIPTION = """\
@@ -28,8 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="default", help="model folder or name (default: the shipped model)")
     p.add_argument("--source", default="synthetic:11", help="frame source string (default synthetic:11)")
     p.add_argument("--size", default="854x480", help="synthetic source size WxH (default 854x480, 480p)")
-    p.add_argument("--frames", type=int, default=300, help="timed frames per configuration (default 300)")
-    p.add_argument("--warmup", type=int, default=30, help="untimed warm-up frames (default 30)")
+    p.add_argument("--frames", type=count(1), default=300, help="timed frames per configuration (default 300)")
+    p.add_argument("--warmup", type=count(0), default=30, help="untimed warm-up frames (default 30)")
     p.add_argument("--nfe", type=int, nargs="+", help="head NFEs to run (default: all the model supports)")
     p.add_argument("--cfg", type=float, nargs="+", help="guidance values (default: the model's ω and 1 = off)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from audio.errors import LivefoleyError
-from plugin.options import add_dinov2_weights, json_dest, write_json
+from plugin.options import add_dinov2_weights, guidance, json_dest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ from capture.synthetic.looks import LOOKS  # noqa: E402  (numpy and OpenCV: alre
 MEDIA_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a",
                   ".aif", ".aiff")
 MAX_PLOT_TRACKS = 4
+MAX_SEEDS = 10_000  # a 20-s clip each is already days of CPU time
 
 
 def register(subparsers) -> None:
@@ -76,7 +77,7 @@ def register(subparsers) -> None:
     gen.add_argument("--nfe", nargs="+", metavar="NFE",
                      help="head evaluations per frame, one row each: numbers valid for the model, 'heun' "
                           "(diffusion-stage models) or 'all' (default: the model's default)")
-    gen.add_argument("--cfg", type=float, metavar="W",
+    gen.add_argument("--cfg", type=guidance, metavar="W",
                      help="classifier-free guidance ω (default: the model's)")
     gen.add_argument("--look", default="world", choices=sorted(LOOKS),
                      help="draw the world differently (the model trained on 'world' only): "
@@ -108,7 +109,10 @@ def parse_seeds(spec: str) -> list[int]:
         if lo < 0 or hi < lo:
             raise LivefoleyError(
                 f"bad seed range {part!r} in --seeds; use non-negative LOW-HIGH with LOW <= HIGH")
-        seeds.extend(s for s in range(lo, hi + 1) if s not in seeds)
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise LivefoleyError(f"--seeds {spec!r} names more than {MAX_SEEDS} seeds; evaluate fewer at a time")
+        seeds.extend(range(lo, hi + 1))
+    seeds = list(dict.fromkeys(seeds))  # duplicates dropped, order kept (linear: a set, not a list scan)
     if not seeds:
         raise LivefoleyError(f"--seeds {spec!r} names no seed; give e.g. 100-119")
     return seeds

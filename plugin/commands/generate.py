@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plugin.options import add_dinov2_weights, json_dest, write_json
+from plugin.options import add_dinov2_weights, guidance, json_dest, write_json
 
 HELP = "offline V2A: give video file(s) a generated soundtrack (video out, or .wav/.flac)"
 DESCRIPTION = """\
@@ -70,7 +70,7 @@ def register(subparsers) -> None:
     g.add_argument("--nfe", type=int, default=None, metavar="N",
                    help="diffusion-head evaluations per frame (1-4 as the model allows; "
                         "default: the model's)")
-    g.add_argument("--cfg", type=float, default=None, metavar="W",
+    g.add_argument("--cfg", type=guidance, default=None, metavar="W",
                    help="guidance weight ω on the vision token (1 = none; default: the model's, 3)")
     g.add_argument("--seed", type=int, default=0, metavar="S",
                    help="noise seed: same seed, same sound (default 0)")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audio.errors import LivefoleyError
-from plugin.options import add_dinov2_weights, json_dest, write_json
+from plugin.options import add_dinov2_weights, guidance, json_dest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def register(subparsers) -> None:
                    help="model folder or preset name (default: the shipped default model; `tiny` is an "
                         "untrained preset for testing)")
     p.add_argument("--nfe", type=int, metavar="N", help="head evaluations per frame (default: the model's)")
-    p.add_argument("--cfg", type=float, metavar="W", help="guidance ω (1 = off; default: the model's)")
+    p.add_argument("--cfg", type=guidance, metavar="W", help="guidance ω (1 = off; default: the model's)")
     p.add_argument("--volume", type=float, default=1.0, metavar="V", help="playback volume, 0–4 (default 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the model runs (default auto: CUDA when available)")

@@ -347,7 +347,7 @@ class SpectralCodec(nn.Module):
         """Peak analysis of magnitudes ``(B, C, K, bins)`` → for every bin of every frame the index of
         its nearest peak ``(B, K, bins)`` and the phase advance of that peak over one sub-hop."""
         c = self.config
-        s = torch.log(mag.double().sum(1) + 1e-12)  # (B, K, bins)
+        s = torch.log(mag.detach().double().sum(1) + 1e-12)  # (B, K, bins); phases get no gradient
         left = F.pad(s[..., :-1], (1, 0), value=-math.inf)
         right = F.pad(s[..., 1:], (0, 1), value=-math.inf)
         peak = (s > left) & (s >= right)

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SYNTH = ["--minutes", "40", "--seed", "7", "--clip-seconds", "30", "--size", "320x180"]
-CODEC = ["--preset", "spectral", "--steps", "8000", "--batch-size", "16", "--crop-seconds", "0.5",
+CODEC = ["--preset", "spectral", "--steps", "5000", "--batch-size", "16", "--crop-seconds", "0.5",
          "--lr", "3e-4", "--save-every", "500", "--log-every", "100"]
 CODEC_SETTINGS = {"betas": [0.9, 0.99], "monitor_every": 1000, "monitor_seconds": 10.0}
 STAGE1 = ["--model-config", "tiny", "--steps", "3000", "--batch-size", "8", "--window-seconds", "2",

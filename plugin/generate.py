@@ -236,8 +236,9 @@ def plan_outputs(inputs: Sequence[Path], out: str | os.PathLike, *, folder_mode:
     """Output path per input: ``out`` itself for one input written to a file, else
     ``out/<stem>.livefoley<ext>`` (``ext`` = ``fmt`` or the input's suffix).  Creates a folder
     ``out`` when needed.  Raises :class:`GenerateError` for an unusable ``out``."""
+    named_folder = os.fspath(out).endswith(("/", os.sep))  # before Path() drops the trailing '/'
     out = Path(out)
-    folder = folder_mode or out.is_dir() or str(out).endswith(("/", os.sep))
+    folder = folder_mode or out.is_dir() or named_folder
     if not folder:
         suffix = out.suffix.lower()
         if suffix not in VIDEO_SUFFIXES + AUDIO_SUFFIXES:

@@ -79,3 +79,11 @@ def test_a_huge_seed_range_is_refused_at_once(capsys):
     assert main(["eval", "--model", "tiny", "--seeds", "0-99999999", "--seconds", "1"]) == 2
     assert "more than 10000 seeds" in capsys.readouterr().err
     assert time.monotonic() - t0 < 5
+
+
+def test_an_output_named_with_a_trailing_slash_is_a_folder(tmp_path):
+    from plugin.generate import plan_outputs
+
+    src = tmp_path / "v1.mp4"
+    outs = plan_outputs([src], f"{tmp_path}/out_k/", folder_mode=False, fmt=None)
+    assert outs == [tmp_path / "out_k" / "v1.livefoley.mp4"] and (tmp_path / "out_k").is_dir()

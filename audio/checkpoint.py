@@ -4,6 +4,9 @@ differs between a module's state dict and a file's tensors."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+
+from audio.errors import LivefoleyError
 
 
 def describe_mismatch(expected: Mapping, tensors: Mapping) -> str | None:
@@ -29,3 +32,25 @@ def describe_mismatch(expected: Mapping, tensors: Mapping) -> str | None:
     if misshaped:
         parts.append(f"{len(misshaped)} with the wrong shape: {first(misshaped)}")
     return "; ".join(parts) or None
+
+
+class CheckpointFileError(LivefoleyError):
+    """A weights file that cannot be read at all (missing, truncated, not safetensors)."""
+
+
+def read_safetensors(path, *, what: str = "weights") -> dict:
+    """Every tensor of the safetensors file ``path`` on the CPU; a missing, empty, truncated or
+    foreign file raises :class:`CheckpointFileError` naming the file and the way out."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointFileError(f"{what} {path} does not exist")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointFileError(
+            f"{what} {path} is not a readable safetensors file ({reason}): it is damaged or was never "
+            "finished — copy it again, or re-export / re-train the model") from None

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audio.checkpoint import describe_mismatch
+from audio.checkpoint import CheckpointFileError, describe_mismatch, read_safetensors
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 
@@ -819,13 +819,10 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
             f"VAE weights {path} do not exist; pass the path of a .safetensors or .ckpt file"
         )
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise VAEWeightsError(f"{path} is not a readable safetensors file ({err})") from None
+            return read_safetensors(path, what="VAE weights")
+        except CheckpointFileError as err:
+            raise VAEWeightsError(str(err)) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from audio.checkpoint import describe_mismatch
+from audio.checkpoint import describe_mismatch, read_safetensors
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.vae import CausalVAE, load_vae
@@ -388,6 +388,7 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
         for f in ("model.safetensors", "vae.safetensors"):
             if not (folder / f).exists():
                 raise CheckpointError(f"{folder} is missing {f}")
-        _load_state(model, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
+        _load_state(model, read_safetensors(folder / "model.safetensors", what="model weights"),
+                    folder / "model.safetensors")
         vae = load_vae(config.vae, folder / "vae.safetensors")
     return Generator(model=model.to(dev), vae=vae.to(dev), device=dev)

@@ -87,3 +87,22 @@ def test_an_output_named_with_a_trailing_slash_is_a_folder(tmp_path):
     src = tmp_path / "v1.mp4"
     outs = plan_outputs([src], f"{tmp_path}/out_k/", folder_mode=False, fmt=None)
     assert outs == [tmp_path / "out_k" / "v1.livefoley.mp4"] and (tmp_path / "out_k").is_dir()
+
+
+@pytest.mark.parametrize("damage", ["empty", "random", "truncated"])
+def test_a_damaged_weights_file_is_named_in_a_clear_error(tmp_path, damage):
+    import os
+
+    from audio.errors import LivefoleyError
+    from model.generator import load_generator, save_model
+
+    tiny = load_generator("tiny", device="cpu")
+    folder = save_model(tmp_path / "m", tiny.model, tiny.vae)
+    good = (folder / "model.safetensors").read_bytes()
+    for name in ("model.safetensors", "vae.safetensors"):
+        data = {"empty": b"", "random": os.urandom(4096), "truncated": good[:1000]}[damage]
+        original = (folder / name).read_bytes()
+        (folder / name).write_bytes(data)
+        with pytest.raises(LivefoleyError, match=f"{name} is not a readable safetensors file"):
+            load_generator(folder, device="cpu")
+        (folder / name).write_bytes(original)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from audio.checkpoint import read_safetensors
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.vae import load_vae
@@ -166,7 +167,8 @@ def train(
         if init_cfg.replace(stage=tc.stage, notes={}) != model_config.replace(notes={}):
             model_config = init_cfg.replace(stage=tc.stage)
             model = build_model(model_config, with_backbone=False)
-        _load_state(model, load_file(str(init / "model.safetensors")), init / "model.safetensors")
+        _load_state(model, read_safetensors(init / "model.safetensors", what="--init weights"),
+                    init / "model.safetensors")
     elif tc.stage == "diffusion":
         mean, std = latent_stats(cache)
         model.latent_mean.copy_(mean)
@@ -314,9 +316,11 @@ def _save_state_dir(state_dir: Path, model, ema, opt, step: int) -> None:
 
 def _load_state_dir(state_dir: Path, model, ema, opt) -> int:
     meta = json.loads((state_dir / "state.json").read_text())
-    _load_state(model, load_file(str(state_dir / "model.safetensors")), state_dir / "model.safetensors")
-    _load_state(ema, load_file(str(state_dir / "ema.safetensors")), state_dir / "ema.safetensors")
-    flat = load_file(str(state_dir / "optimizer.safetensors"))
+    _load_state(model, read_safetensors(state_dir / "model.safetensors", what="training state"),
+                state_dir / "model.safetensors")
+    _load_state(ema, read_safetensors(state_dir / "ema.safetensors", what="training state"),
+                state_dir / "ema.safetensors")
+    flat = read_safetensors(state_dir / "optimizer.safetensors", what="training state")
     state: dict[int, dict] = {}
     for key, val in flat.items():
         pid, name = key.split(".", 1)

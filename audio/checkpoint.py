@@ -48,9 +48,47 @@ def read_safetensors(path, *, what: str = "weights") -> dict:
     if not path.is_file():
         raise CheckpointFileError(f"{what} {path} does not exist")
     try:
-        return load_file(str(path), device="cpu")
+        return dequantize(load_file(str(path), device="cpu"))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointFileError(
             f"{what} {path} is not a readable safetensors file ({reason}): it is damaged or was never "
             "finished — copy it again, or re-export / re-train the model") from None
+
+
+QUANT_SCALE = ".int8_scale"
+"""A tensor stored as int8 has a companion ``<name>.int8_scale`` (fp16, one scale per output row):
+``weight = int8 · scale``.  :func:`quantize` writes the pair, :func:`dequantize` (inside
+:func:`read_safetensors`, so every loader) turns it back into one float32 tensor of the same name."""
+
+
+def quantize(tensors: Mapping, *, min_elements: int = 16384) -> dict:
+    """Weight-only int8 (symmetric, per output row) of every float matrix with at least
+    ``min_elements`` entries; other float tensors become fp16.  Halves an fp16 file again."""
+    import torch
+
+    out = {}
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.dim() >= 2 and t.numel() >= min_elements:
+            rows = t.float().reshape(t.shape[0], -1)
+            scale = (rows.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
+            out[name] = torch.round(rows / scale).clamp(-127, 127).to(torch.int8).reshape(t.shape).contiguous()
+            out[name + QUANT_SCALE] = scale.to(torch.float16)
+        elif t.is_floating_point():
+            out[name] = t.to(torch.float16).contiguous()
+        else:
+            out[name] = t.contiguous()
+    return out
+
+
+def dequantize(tensors: dict) -> dict:
+    """Undo :func:`quantize`: ``name`` + ``name.int8_scale`` → float32 ``name``; others unchanged."""
+    import torch
+
+    for scale_name in [k for k in tensors if k.endswith(QUANT_SCALE)]:
+        name = scale_name[: -len(QUANT_SCALE)]
+        q, scale = tensors.pop(name, None), tensors.pop(scale_name)
+        if q is None or q.dtype != torch.int8 or scale.shape[0] != q.shape[0]:
+            raise ValueError(f"{scale_name} has no matching int8 tensor {name}")
+        tensors[name] = (q.float().reshape(q.shape[0], -1) * scale.float()).reshape(q.shape)
+    return tensors

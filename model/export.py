@@ -1,9 +1,11 @@
 """Install a trained model folder as the package's ``default`` model (fp16 weights + model card).
 
 The shipped folder (``model/weights/default``) is a normal model folder — ``config.json``,
-``model.safetensors``, ``vae.safetensors`` — with floating-point tensors stored in fp16 (they load
-into the fp32 model, strictly, through :func:`model.generator.load_generator`) and a ``README.md``
-model card written from the recipe's record (data, steps, wall time, evaluation).
+``model.safetensors``, ``vae.safetensors`` — with its large matrices stored as weight-only int8
+(per-row scales, :func:`audio.checkpoint.quantize`) and the other float tensors in fp16, so that
+generator and codec fit the package's 16 MB; every loader reads them back into the fp32 model,
+strictly (:func:`audio.checkpoint.read_safetensors`).  A ``README.md`` model card is written from
+the recipe's record (data, steps, wall time, evaluation).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from audio.checkpoint import quantize
 from model.generator import DEFAULT_MODEL_DIR
 
 __all__ = ["export_default", "export_model"]
@@ -24,13 +27,13 @@ KEEP_FP32 = ("latent_mean", "latent_std")
 """Buffers kept in fp32: the latent statistics that every output is de-normalised with."""
 
 
-def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: (v.half() if v.is_floating_point() and not k.endswith(KEEP_FP32) else v).contiguous()
-            for k, v in tensors.items()}
+def _compact(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    keep = {k: v.float().contiguous() for k, v in tensors.items() if k.endswith(KEEP_FP32)}
+    return {**quantize({k: v for k, v in tensors.items() if k not in keep}), **keep}
 
 
 def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None, card: str | None = None) -> Path:
-    """Copy model folder ``src`` to ``dst`` with fp16 weights, ``notes`` merged into the config's
+    """Copy model folder ``src`` to ``dst`` with compact (int8 / fp16) weights, ``notes`` merged into the config's
     ``notes`` and ``card`` written as ``README.md``.  ``dst`` is written beside itself and swapped
     in at the end, so an interrupted export leaves the previous model in place."""
     src, dst = Path(src), Path(dst)
@@ -38,7 +41,7 @@ def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in ("model.safetensors", "vae.safetensors"):
-        save_file(_half(load_file(str(src / name))), str(tmp / name))
+        save_file(_compact(load_file(str(src / name))), str(tmp / name))
     config = json.loads((src / "config.json").read_text())
     config["notes"] = {**config.get("notes", {}), **(notes or {})}
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -14,8 +14,9 @@ are skipped, training stages resume from their last checkpoint, `prepare` resume
               exact sound, not of the videos' AAC tracks)
 4. stage1   — the generator's diffusion stage (`livefoley train stage1`)
 5. ect      — easy consistency tuning (`livefoley train ect`)
-6. eval     — `livefoley eval` on held-out world seeds with the codec's ceiling
-7. install  — (with --install) fp16 copy into model/weights/default with a model card
+6. export   — the shipped form: large matrices int8, the rest fp16 (WORK/default)
+7. eval     — `livefoley eval` of that folder on held-out world seeds, with the codec's ceiling
+8. install  — (with --install) the same into model/weights/default, with a model card
 
 Wall time of every stage goes to WORK/recipe.json.  The settings below are the shipped ones.
 """
@@ -94,12 +95,15 @@ def main() -> int:
     stage("ect", work / ".ect.done", lambda: livefoley(
         "train", "ect", "--init", str(stage1), "--cache", str(cache), "--out", str(ect), "--no-progress", *ECT,
         *resumable(ect, "state/state.json")))
+    from model.export import export_default, export_model
+
+    shipped = work / "default"  # what ships: int8/fp16 weights, evaluated as such
+    stage("export", work / ".export.done", lambda: export_model(ect, shipped))
     if not args.skip_eval:
         stage("eval", work / ".eval.done", lambda: livefoley(
-            "eval", "--model", str(ect), *EVAL, "--json", str(work / "eval.json"), "--plot", str(work / "eval.png")))
+            "eval", "--model", str(shipped), *EVAL, "--json", str(work / "eval.json"),
+            "--plot", str(work / "eval.png")))
     if args.install:
-        from model.export import export_default
-
         export_default(ect, work, record)
     print(json.dumps(record, indent=2))
     return 0

@@ -893,7 +893,9 @@ def load_vae_state_dict(
 
 def _resolve_config(config: str | Path | VAEConfig) -> tuple[VAEConfig, Path | None]:
     """→ (config, model folder or None)."""
-    if isinstance(config, VAEConfig):
+    from audio.spectral import SpectralCodecConfig
+
+    if isinstance(config, VAEConfig | SpectralCodecConfig):
         return config, None
     if isinstance(config, str) and config in VAE_PRESETS:
         return VAE_PRESETS[config], None

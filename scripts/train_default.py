@@ -43,6 +43,9 @@ STAGE1 = ["--model-config", "tiny", "--steps", "3000", "--batch-size", "8", "--w
 ECT = ["--steps", "1000", "--batch-size", "8", "--window-seconds", "2", "--lr", "1e-4", "--warmup", "50",
        "--ect-stage-interval", "250", "--ckpt-every", "250", "--val-every", "500", "--sample-every", "100000"]
 EVAL = ["--seeds", "100-119", "--seconds", "20", "--nfe", "1", "2", "4", "--vae-ceiling"]
+EVAL_SHORT = ["--seeds", "100-119", "--seconds", "20", "--nfe", "1"]
+EVAL_LOOKS = ["--seeds", "100-104", "--seconds", "20", "--nfe", "1"]
+LOOKS = ("mirror", "invert", "hue", "gray", "small")
 
 
 def livefoley(*args: str) -> None:
@@ -103,6 +106,13 @@ def main() -> int:
         stage("eval", work / ".eval.done", lambda: livefoley(
             "eval", "--model", str(shipped), *EVAL, "--json", str(work / "eval.json"),
             "--plot", str(work / "eval.png")))
+        # what guidance buys, and whether the sound follows events drawn differently from the world
+        stage("eval-cfg-off", work / ".eval-cfg-off.done", lambda: livefoley(
+            "eval", "--model", str(shipped), *EVAL_SHORT, "--cfg", "1", "--json", str(work / "eval_cfg_off.json")))
+        for look in LOOKS:
+            stage(f"eval-{look}", work / f".eval-{look}.done", lambda look=look: livefoley(
+                "eval", "--model", str(shipped), *EVAL_LOOKS, "--look", look,
+                "--json", str(work / f"eval_look_{look}.json")))
     if args.install:
         export_default(ect, work, record)
     print(json.dumps(record, indent=2))

@@ -31,7 +31,7 @@ def test_the_folder_is_complete_small_and_documented():
     assert config["stage"] == "consistency"
     notes = config["notes"]
     assert notes["recipe"] == "scripts/train_default.py" and notes["total_seconds"] > 0
-    assert "generated NFE 1" in notes["eval"]
+    assert {"ground truth", "nfe1", "nfe2", "nfe4", "vae ceiling"} <= set(notes["eval"])
 
 
 def test_it_loads_strictly_with_its_fingerprint(default):
@@ -84,3 +84,12 @@ def test_its_sound_follows_held_out_worlds(default):
 F1_BOUND = 0.0
 PAN_BOUND = 0.0
 QUIET_BOUND = 0.0
+
+
+def test_plain_demo_runs_on_it(tmp_path, capsys):
+    from plugin.cli import main
+
+    video = tmp_path / "demo.mp4"
+    assert main(["demo", "--seconds", "1", "--no-play", "-o", str(video), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 30 and video.stat().st_size > 0

@@ -176,3 +176,14 @@ def test_training_reduces_the_magnitude_loss_on_world_audio():
     with torch.no_grad():
         z = model.encode(batch[..., : 8 * HOP])
     assert float(z.std(-1).mean()) > 0.05  # the latent varies with the sound (no collapse)
+
+
+def test_load_vae_takes_a_config_object_and_a_folder(tmp_path, codec):
+    """The generator's trainer loads its cache's codec from a config object (not a name or a path)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    loaded = load_vae(SpectralCodecConfig(), tmp_path / "w.safetensors")
+    assert isinstance(loaded, SpectralCodec)
+    z = _latents(7, 2, batch=1)
+    torch.testing.assert_close(loaded.decode(z), codec.decode(z), atol=0, rtol=0)

@@ -47,6 +47,8 @@ def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None,
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if card:
         (tmp / "README.md").write_text(card)
+    for f in tmp.iterdir():  # package data: readable by every user (safetensors writes 0600)
+        f.chmod(0o644)
     old = dst.with_name(f".{dst.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dst.exists():

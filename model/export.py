@@ -32,7 +32,8 @@ def _compact(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**quantize({k: v for k, v in tensors.items() if k not in keep}), **keep}
 
 
-def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None, card: str | None = None) -> Path:
+def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None, card: str | None = None,
+                 name: str = "default") -> Path:
     """Copy model folder ``src`` to ``dst`` with compact (int8 / fp16) weights, ``notes`` merged into the config's
     ``notes`` and ``card`` written as ``README.md``.  ``dst`` is written beside itself and swapped
     in at the end, so an interrupted export leaves the previous model in place."""
@@ -40,9 +41,10 @@ def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None,
     tmp = dst.with_name(f".{dst.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("model.safetensors", "vae.safetensors"):
-        save_file(_compact(load_file(str(src / name))), str(tmp / name))
+    for file in ("model.safetensors", "vae.safetensors"):
+        save_file(_compact(load_file(str(src / file))), str(tmp / file))
     config = json.loads((src / "config.json").read_text())
+    config["name"] = name  # the shipped model calls itself by the name users type
     config["notes"] = {**config.get("notes", {}), **(notes or {})}
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if card:
@@ -79,6 +81,14 @@ def export_default(run: str | Path, work: str | Path, record: dict, dst: str | P
              "| stage | wall time (s) |", "|---|---|"]
     lines += [f"| {k} | {v['seconds']:.0f} |" for k, v in stages.items()]
     lines += [f"| total | {total_s:.0f} |", ""]
+    settings = record.get("settings", {})
+    if settings:
+        notes["settings"] = settings
+        lines += ["Settings (the command-line options of each stage):", ""]
+        lines += [f"- {k}: `{' '.join(v)}`" for k, v in settings.items()]
+        lines += [""]
+    lines += ["Weights: large matrices as int8 with one fp16 scale per row (`audio/checkpoint.py`), the rest "
+              "fp16; they load strictly into the fp32 model.", ""]
     if evaluation is not None:
         lines += ["Evaluation (`livefoley eval --seeds 100-119 --seconds 20 --nfe 1 2 4 --vae-ceiling`, world seeds "
                   "never used in training):", "",

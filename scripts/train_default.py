@@ -114,6 +114,8 @@ def main() -> int:
                 "eval", "--model", str(shipped), *EVAL_LOOKS, "--look", look,
                 "--json", str(work / f"eval_look_{look}.json")))
     if args.install:
+        record["settings"] = {"synth": SYNTH, "codec": CODEC + [json.dumps(CODEC_SETTINGS)], "stage1": STAGE1,
+                              "ect": ECT}
         export_default(ect, work, record)
     print(json.dumps(record, indent=2))
     return 0

@@ -1,6 +1,6 @@
 """The trained `default` model that ships in the package (model/weights/default): it loads strictly
 with its recorded fingerprint, fits the size budget, is the default of every command, and its sound
-follows the picture on held-out world seeds (a short deterministic check; the full evaluation is in
+follows the picture on held-out world seeds (onsets; not yet the pan) (a short deterministic check; the full evaluation is in
 the README)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from audio.checkpoint import QUANT_SCALE, read_safetensors
 from audio.metrics import aggregate, evaluate_clip
 from audio.spectral import SpectralCodec
 from model.generator import DEFAULT_MODEL_DIR, load_generator
@@ -38,8 +39,9 @@ def test_it_loads_strictly_with_its_fingerprint(default):
     assert isinstance(default.vae, SpectralCodec)
     vision = default.model.config.vision
     assert vision.fingerprint is not None  # checked against the seeded DINOv2 weights at load
-    tensors = load_file(str(DEFAULT_MODEL_DIR / "model.safetensors"))
+    tensors = read_safetensors(DEFAULT_MODEL_DIR / "model.safetensors")  # int8 pairs → fp32 tensors
     assert set(tensors) == set(default.model.state_dict())
+    assert any(k.endswith(QUANT_SCALE) for k in load_file(str(DEFAULT_MODEL_DIR / "model.safetensors")))
 
 
 def test_a_corrupted_copy_is_refused(tmp_path):
@@ -74,16 +76,15 @@ def test_its_sound_follows_held_out_worlds(default):
         clips.append(evaluate_clip(audio, reference, events, quiet_spans=quiet))
     agg = aggregate(clips)
     assert agg["f1"] >= F1_BOUND, agg
-    assert agg["pan_accuracy"] >= PAN_BOUND, agg
     assert agg["quiet_contrast_db"] >= QUIET_BOUND, agg
-    assert abs(agg["onset_offset_median_ms"]) <= 33.4, agg
+    assert abs(agg["onset_offset_median_ms"]) <= 33.4, agg  # within one frame
+    # (no pan bound: the shipped model's stereo placement is at chance — README, "Quality")
 
 
-# Bounds below the figures this check measured on the shipped model (see the README table), and
-# far above what the seeded `tiny` model scores (F1 ≈ 0, no contrast).
-F1_BOUND = 0.0
-PAN_BOUND = 0.0
-QUIET_BOUND = 0.0
+# Below what this check measured on the shipped model (F1 0.65, quiet stretches 16.8 dB below the
+# events, median onset +5 ms) and far above the seeded, untrained `tiny` (F1 0.00, contrast 0.0 dB).
+F1_BOUND = 0.5
+QUIET_BOUND = 10.0
 
 
 def test_plain_demo_runs_on_it(tmp_path, capsys):

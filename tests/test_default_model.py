@@ -1,7 +1,7 @@
 """The trained `default` model that ships in the package (model/weights/default): it loads strictly
 with its recorded fingerprint, fits the size budget, is the default of every command, and its sound
-follows the picture on held-out world seeds (onsets; not yet the pan) (a short deterministic check; the full evaluation is in
-the README)."""
+follows the picture on held-out world seeds (onsets; not yet the pan) — a short deterministic check;
+the full evaluation is in the README."""
 
 from __future__ import annotations
 

@@ -64,6 +64,7 @@ __all__ = [
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
+MONITOR_FILE = "monitor.jsonl"  # the held-out ceiling checks (monitor_every), one JSON object per check
 MEDIA_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".mka"}
     | {".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".ts"}
@@ -603,12 +604,11 @@ def train_vae(
                 log_file.flush()
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "stft", "adv", "fm") if k in last})
                 log.info("step %d %s", trainer.step, " ".join(f"{k}={v:.4g}" for k, v in last.items()))
-            if train_config.monitor_every and (trainer.step % train_config.monitor_every == 0
-                                               or trainer.step == train_config.steps):
+            if train_config.monitor_every and trainer.step % train_config.monitor_every == 0:
                 check = monitor_ceiling(trainer.ema, seconds=train_config.monitor_seconds)
-                log_file.write(json.dumps({"step": trainer.step, "time": round(time.monotonic() - started, 3),
-                                           "monitor": check}) + "\n")
-                log_file.flush()
+                with open(out / MONITOR_FILE, "a") as monitor_file:
+                    monitor_file.write(json.dumps({"step": trainer.step, "time": round(time.monotonic() - started, 3),
+                                                   **check}) + "\n")
                 log.info("step %d held-out ceiling: %s", trainer.step,
                          " ".join(f"{k}={v:.3g}" for k, v in check.items() if isinstance(v, float)))
             if trainer.step % train_config.save_every == 0 and trainer.step < train_config.steps:

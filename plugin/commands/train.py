@@ -30,7 +30,7 @@ resampled to 48 kHz stereo).  Two kinds of codec:
                       10^5-10^6 steps.
 
 Both: AdamW, EMA, gradient clipping, and every --train-config monitor_every steps a check of the
-EMA weights on held-out world clips (F1, pan, quiet contrast, MR-STFT, log-mel in log.jsonl), so a
+EMA weights on held-out world clips (F1, pan, quiet contrast, MR-STFT, log-mel in monitor.jsonl), so a
 collapse shows within minutes.  RUN_DIR receives config.json (model +
 fully resolved training settings), model.safetensors (EMA weights; `livefoley vae reconstruct
 --config RUN_DIR` and `audio.vae.load_vae(RUN_DIR)` read them), train_state.pt (for --resume) and

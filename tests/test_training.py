@@ -139,7 +139,8 @@ def test_torchrun_two_cpu_processes_train_with_ddp_and_gloo(cache, tmp_path):
 def test_training_settings_are_checked_before_any_work(cache, tmp_path, capsys):
     out = tmp_path / "never"
     for flags, words in ((["--sample-every", "0"], "sample_every = 0"), (["--steps", "-3"], "steps = -3"),
-                         (["--lr", "0"], "lr > 0"), (["--ema-decay", "1"], "ema_decay")):
+                         (["--lr", "0"], "lr > 0"), (["--ema-decay", "1"], "ema_decay"),
+                         (["--mirror", "1.5"], "mirror is a probability")):
         assert main(["train", "stage1", "--cache", str(cache), "--out", str(out), *flags, "--no-progress"]) == 2
         assert words in capsys.readouterr().err
         assert not out.exists()
@@ -170,6 +171,50 @@ def test_prepare_takes_the_exact_sound_when_given_audio(tmp_path):
         wav = read_audio(source)[:, : cached.shape[0] * CONTRACT.hop]
         expected = encode_long(vae, torch.from_numpy(np.ascontiguousarray(wav)), device="cpu")
         torch.testing.assert_close(cached, expected, atol=1e-4, rtol=1e-3)
+        mirrored = load_file(str(out / "shards" / index["files"][name]["shard"]))["latents_mirror"]
+        expected = encode_long(vae, torch.from_numpy(np.ascontiguousarray(wav[::-1])), device="cpu")
+        torch.testing.assert_close(mirrored, expected, atol=1e-4, rtol=1e-3)  # left and right swapped
     a = load_file(str(out / "shards" / index["files"]["a.mp4"]["shard"]))["latents"]
     b = load_file(str(out / "shards" / index["files"]["b.mp4"]["shard"]))["latents"]
-    assert not torch.allclose(a, b, atol=1e-4)  # AAC changed the sound: the two differ
+    assert (a - b).abs().max() > 1e-5  # AAC changed the sound: the two differ (an untrained VAE: slightly)
+
+
+def test_mirrored_windows_flip_the_grid_and_swap_the_sound(data, cache, tmp_path, capsys):
+    """Mirror augmentation reads the grid right to left (the previous frame's too) with the latents of
+    the channel-swapped sound; a cache from before it existed says how to add them, and `prepare` of
+    the same folders adds them without preparing any clip again."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from audio.errors import LivefoleyError
+    from model.training.cache import FeatureCache
+
+    fc = FeatureCache(cache)
+    entry = fc.entries()[0]
+    shard = load_file(str(fc.shard_path(entry)))
+    grids, latents, prev = fc.read_window(entry, 5, 10)
+    m_grids, m_latents, m_prev = fc.read_window(entry, 5, 10, mirror=True)
+    torch.testing.assert_close(m_grids, grids.flip(2), atol=0, rtol=0)
+    torch.testing.assert_close(m_prev, prev.flip(1), atol=0, rtol=0)
+    torch.testing.assert_close(m_prev, shard["grids"][4].float().flip(1), atol=0, rtol=0)
+    torch.testing.assert_close(latents, shard["latents"][5:15], atol=0, rtol=0)
+    torch.testing.assert_close(m_latents, shard["latents_mirror"][5:15], atol=0, rtol=0)
+    assert not torch.allclose(m_latents, latents, atol=1e-3)  # the world's sounds are panned
+
+    old = tmp_path / "old"
+    shutil.copytree(cache, old)
+    old_fc = FeatureCache(old)
+    for e in old_fc.entries():  # as `prepare` wrote shards before mirror augmentation
+        tensors = load_file(str(old_fc.shard_path(e)))
+        del tensors["latents_mirror"]
+        save_file(tensors, str(old_fc.shard_path(e)))
+    with pytest.raises(LivefoleyError, match="run `livefoley prepare` again"):
+        old_fc.read_window(entry, 5, 10, mirror=True)
+    assert main(["prepare", "--data", str(data), "--out", str(old), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prepared_files"] == 0 and summary["reused_files"] == 2
+    for e in old_fc.entries():
+        torch.testing.assert_close(load_file(str(old_fc.shard_path(e)))["latents_mirror"],
+                                   load_file(str(fc.shard_path(e)))["latents_mirror"], atol=1e-5, rtol=1e-4)

@@ -7,6 +7,14 @@ Layout of a cache folder::
     shards/<key>.safetensors
         grids    (T, gh, gw, 384) float16   pooled DINOv2 patch grid per 30-fps frame
         latents  (T, 64)          float32   VAE posterior means, one per frame
+        latents_mirror (T, 64)    float32   the same of the sound with left and right swapped
+
+``latents_mirror`` is what mirror augmentation trains on (``read_window(..., mirror=True)``): the
+grid flipped left↔right with the channels of its sound swapped, so the same scene is heard from the
+other side — the model must look at *where* an event is to place its sound.  The flipped grid is the
+pooled DINOv2 grid read right to left, not DINOv2 of a mirrored picture (the patch features keep
+their own content; the aggregator's learned positions and the frame difference carry the side).
+Caches made before it existed get it on the next `livefoley prepare` of the same folders.
 
 Pooled grids are exactly what the vision path needs to train without re-running the backbone:
 the projection and the 2×2 average pool are both linear, so pooling first is identical (see
@@ -116,13 +124,23 @@ class FeatureCache:
     def shard_path(self, entry: dict) -> Path:
         return self.shards / entry["shard"]
 
-    def read_window(self, entry: dict, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(grids (L, gh, gw, C) float32, latents (L, 64), prev_grid (gh, gw, C): frame start-1 or zeros)."""
+    def read_window(self, entry: dict, start: int, length: int, *, mirror: bool = False,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(grids (L, gh, gw, C) float32, latents (L, 64), prev_grid (gh, gw, C): frame start-1 or zeros).
+
+        ``mirror``: the grids flipped left↔right and the latents of the channel-swapped sound."""
+        key = "latents_mirror" if mirror else "latents"
         with safe_open(str(self.shard_path(entry)), framework="pt") as f:
+            if key not in f.keys():
+                raise LivefoleyError(f"{self.root} was prepared before mirror augmentation existed: run "
+                                     f"`livefoley prepare` again with the same --data/--out to add it (fast: "
+                                     f"no frame is decoded again), or train with --mirror 0")
             g = f.get_slice("grids")
             lo = max(start - 1, 0)
             grids = g[lo : start + length].float()
-            latents = f.get_slice("latents")[start : start + length].float()
+            latents = f.get_slice(key)[start : start + length].float()
+        if mirror:
+            grids = grids.flip(2)  # (L, gh, gw, C): columns right to left
         if start > 0:
             prev, grids = grids[0], grids[1:]
         else:
@@ -138,7 +156,6 @@ def prepare(
     """Cache every video under ``data`` into ``out`` (resumable); ``progress(n)`` after every n frames.
     ``audio_dir``: take a video's sound from ``audio_dir/<stem>.flac`` (or ``.wav``) when that file
     exists — the exact sound that `livefoley synth --audio-out` writes — instead of its AAC track."""
-    from audio.io import read_audio
     from capture.file import iter_frames_30fps, probe_video
 
     data, out = Path(data), Path(out)
@@ -151,6 +168,10 @@ def prepare(
             raise LivefoleyError(
                 f"{out} was prepared with a different vision or VAE config; use a new --out folder"
             )
+        kept = load_file(str(out / "vae.safetensors"))
+        if any(not torch.equal(kept[k], v.detach().cpu()) for k, v in vae.state_dict().items()):
+            raise LivefoleyError(f"{out} was prepared with other VAE weights; continue it with "
+                                 f"--vae {out / 'vae.safetensors'}, or use a new --out folder")
     else:
         out.mkdir(parents=True, exist_ok=True)
         cache.index = {"format": CACHE_FORMAT, "version": 1, "vision": vision_cfg, "vae": vae_cfg,
@@ -172,6 +193,7 @@ def prepare(
         done = cache.index["files"].get(rel)
         if done and done["key"] == key and cache.shard_path(done).exists():
             summary.reused_files += 1
+            _add_mirror(cache.shard_path(done), lambda: _sound(path, audio_dir, done["frames"]), vae, device)
             continue
         todo.append((path, rel, key))
 
@@ -190,10 +212,9 @@ def prepare(
                 raise LivefoleyError("no decodable video frames")
             grids = torch.cat(grids_list)
             n = grids.shape[0]
-            exact = _exact_sound(audio_dir, path)
-            wav = read_audio(exact or path)  # (2, N) float32 at 48 kHz
-            wav = _fit_length(wav, n * CONTRACT.hop)
-            latents = encode_long(vae, torch.from_numpy(wav), device=device)
+            wav = _sound(path, audio_dir, n)
+            latents = encode_long(vae, wav, device=device)
+            latents_mirror = encode_long(vae, wav.flip(0), device=device)
         except LivefoleyError as err:
             summary.skipped[rel] = str(err)
             cache.index["skipped"][rel] = str(err)
@@ -202,7 +223,8 @@ def prepare(
             continue
         shard = f"{key}.safetensors"
         tmp = cache.shards / f"{shard}.partial"
-        save_file({"grids": grids.contiguous(), "latents": latents.contiguous()}, str(tmp),
+        save_file({"grids": grids.contiguous(), "latents": latents.contiguous(),
+                   "latents_mirror": latents_mirror.contiguous()}, str(tmp),
                   metadata={"source": rel, "fps": str(CONTRACT.fps)})
         os.replace(tmp, cache.shards / shard)
         cache.index["files"][rel] = {"shard": shard, "key": key, "frames": n, "seconds": n / CONTRACT.fps,
@@ -243,6 +265,28 @@ def _fit_length(wav: np.ndarray, n: int) -> np.ndarray:
     if wav.shape[1] >= n:
         return wav[:, :n]
     return np.pad(wav, ((0, 0), (0, n - wav.shape[1])))
+
+
+def _sound(video: Path, audio_dir: str | Path | None, n_frames: int) -> torch.Tensor:
+    """The sound cached for ``video``: its exact sound from ``audio_dir`` when there, else its own
+    track; (2, n_frames · hop) float32 at 48 kHz."""
+    from audio.io import read_audio
+
+    wav = read_audio(_exact_sound(audio_dir, video) or video)
+    return torch.from_numpy(_fit_length(wav, n_frames * CONTRACT.hop))
+
+
+def _add_mirror(shard: Path, sound: Callable[[], torch.Tensor], vae: CausalVAE, device) -> None:
+    """Give a shard made before mirror augmentation its ``latents_mirror`` (atomically)."""
+    with safe_open(str(shard), framework="pt") as f:
+        if "latents_mirror" in f.keys():
+            return
+        metadata = f.metadata()
+    tensors = load_file(str(shard))
+    tensors["latents_mirror"] = encode_long(vae, sound().flip(0), device=device).contiguous()
+    tmp = shard.with_name(shard.name + ".partial")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, shard)
 
 
 def _exact_sound(audio_dir: str | Path | None, video: Path) -> Path | None:

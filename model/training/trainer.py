@@ -55,6 +55,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ect_stage_interval: int = 2_000  # ECT: t − r halves every this many steps
+    mirror: float = 0.5  # share of training windows seen mirrored (grid flipped, channels swapped)
     val_every: int = 500
     val_batches: int = 4
     sample_every: int = 1_000
@@ -69,6 +70,8 @@ class TrainConfig:
         bad = [f"{name} = {getattr(self, name)}" for name in counts if getattr(self, name) < 1]
         if bad:  # the intervals too: the last step always validates, samples and checkpoints
             raise LivefoleyError(f"training settings must be positive: {', '.join(bad)}")
+        if not 0 <= self.mirror <= 1:
+            raise LivefoleyError(f"mirror is a probability in [0, 1], got {self.mirror}")
         if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup >= 0 and self.grad_clip > 0):
             raise LivefoleyError(f"need lr > 0, 0 ≤ ema_decay < 1, warmup ≥ 0 and grad_clip > 0 (got lr {self.lr}, "
                                  f"ema_decay {self.ema_decay}, warmup {self.warmup}, grad_clip {self.grad_clip})")
@@ -121,9 +124,12 @@ class WindowSampler:
             for start in range(0, e["frames"] - self.length + 1, self.length):
                 self.windows.append((e, start))
 
-    def batch(self, n: int, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
+    def batch(self, n: int, generator: torch.Generator, device, *, mirror: float = 0.0) -> tuple[torch.Tensor, ...]:
+        """``n`` random windows; each is mirrored (see :meth:`FeatureCache.read_window`) with
+        probability ``mirror``."""
         idx = torch.randint(len(self.windows), (n,), generator=generator).tolist()
-        items = [self.cache.read_window(*self.windows[i], self.length) for i in idx]
+        flips = (torch.rand(n, generator=generator) < mirror).tolist() if mirror > 0 else [False] * n
+        items = [self.cache.read_window(*self.windows[i], self.length, mirror=f) for i, f in zip(idx, flips, strict=True)]
         grids, latents, prev = (torch.stack(x).to(device) for x in zip(*items, strict=True))
         return grids, latents, prev
 
@@ -216,7 +222,7 @@ def train(
     t_last = time.monotonic()
     for step in range(start_step, tc.steps):
         g = _step_generator(tc, step, d.rank)
-        grids, latents, prev = train_data.batch(per_rank, g, d.device)
+        grids, latents, prev = train_data.batch(per_rank, g, d.device, mirror=tc.mirror)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
                    help="model preset (tiny, base) or a model folder whose vision/VAE config to use (default tiny)")
     p.add_argument("--vae", metavar="RUN_DIR|FILE",
                    help="trained VAE weights (a `livefoley train vae` run folder or .safetensors/.ckpt); "
-                        "default: the model folder's vae.safetensors, or the preset's seeded VAE")
+                        "default: the one an existing --out cache was made with, else the model folder's "
+                        "vae.safetensors, else the preset's untrained VAE (tests only)")
     p.add_argument("--audio", metavar="DIR", type=Path,
                    help="take each video's sound from DIR/<name>.flac|.wav when it exists (the exact sound "
                         "`livefoley synth --audio-out DIR` writes) instead of its lossy audio track")
@@ -90,9 +91,12 @@ def run(args: argparse.Namespace) -> int:
     config, folder_vae = resolve_model_config(args.model_config)
     config = with_vision_overrides(config, dinov2_weights=args.dinov2_weights)
     device = resolve_device(args.device)
+    cache_vae = Path(args.out) / "vae.safetensors"
+    if args.vae is None and cache_vae.is_file():  # a cache continues with the VAE it was made with
+        args.vae = str(cache_vae)
     if args.vae is None and folder_vae is None:
         logging.getLogger("livefoley").warning(
-            "no --vae given: latents come from the preset's seeded, untrained VAE (fine for tests, "
+            "no --vae given: latents come from the preset's untrained VAE (random weights) (fine for tests, "
             "useless for a real model; train one with `livefoley train vae`)")
     vae = load_cache_vae(config, args.vae, folder_vae).to(device).eval()
     tokenizer = FrameTokenizer(config.vision).to(device).eval()

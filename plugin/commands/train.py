@@ -179,7 +179,7 @@ examples:
 
 # flag → TrainConfig field
 _STAGE_FLAGS = ("steps", "batch_size", "lr", "warmup", "grad_clip", "ema_decay", "val_every", "sample_every",
-                "ckpt_every", "log_every", "seed", "ect_stage_interval")
+                "ckpt_every", "log_every", "seed", "ect_stage_interval", "mirror")
 
 
 def _register_stage(name: str):
@@ -207,6 +207,9 @@ def _register_stage(name: str):
         p.add_argument("--ckpt-every", type=int, help="checkpoint interval in steps (default 1000)")
         p.add_argument("--log-every", type=int, help="log interval in steps (default 10)")
         p.add_argument("--seed", type=int, help="seed for batches and noise (default 0)")
+        p.add_argument("--mirror", type=float, metavar="P",
+                       help="share of windows seen mirrored: picture flipped left-right, sound's channels "
+                            "swapped, so the model must place sounds by where events are (default 0.5)")
         if name == "ect":
             p.add_argument("--ect-stage-interval", type=int,
                            help="steps per ECT stage: t − r halves each (default 2000)")

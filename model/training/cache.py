@@ -131,7 +131,7 @@ class FeatureCache:
         ``mirror``: the grids flipped left↔right and the latents of the channel-swapped sound."""
         key = "latents_mirror" if mirror else "latents"
         with safe_open(str(self.shard_path(entry)), framework="pt") as f:
-            if key not in f.keys():
+            if key not in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
                 raise LivefoleyError(f"{self.root} was prepared before mirror augmentation existed: run "
                                      f"`livefoley prepare` again with the same --data/--out to add it (fast: "
                                      f"no frame is decoded again), or train with --mirror 0")
@@ -193,7 +193,7 @@ def prepare(
         done = cache.index["files"].get(rel)
         if done and done["key"] == key and cache.shard_path(done).exists():
             summary.reused_files += 1
-            _add_mirror(cache.shard_path(done), lambda: _sound(path, audio_dir, done["frames"]), vae, device)
+            _add_mirror(cache.shard_path(done), path, audio_dir, done["frames"], vae, device)
             continue
         todo.append((path, rel, key))
 
@@ -276,14 +276,15 @@ def _sound(video: Path, audio_dir: str | Path | None, n_frames: int) -> torch.Te
     return torch.from_numpy(_fit_length(wav, n_frames * CONTRACT.hop))
 
 
-def _add_mirror(shard: Path, sound: Callable[[], torch.Tensor], vae: CausalVAE, device) -> None:
+def _add_mirror(shard: Path, video: Path, audio_dir: str | Path | None, n_frames: int, vae: CausalVAE,
+                device) -> None:
     """Give a shard made before mirror augmentation its ``latents_mirror`` (atomically)."""
     with safe_open(str(shard), framework="pt") as f:
-        if "latents_mirror" in f.keys():
+        if "latents_mirror" in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
             return
         metadata = f.metadata()
     tensors = load_file(str(shard))
-    tensors["latents_mirror"] = encode_long(vae, sound().flip(0), device=device).contiguous()
+    tensors["latents_mirror"] = encode_long(vae, _sound(video, audio_dir, n_frames).flip(0), device=device).contiguous()
     tmp = shard.with_name(shard.name + ".partial")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, shard)

@@ -129,7 +129,8 @@ class WindowSampler:
         probability ``mirror``."""
         idx = torch.randint(len(self.windows), (n,), generator=generator).tolist()
         flips = (torch.rand(n, generator=generator) < mirror).tolist() if mirror > 0 else [False] * n
-        items = [self.cache.read_window(*self.windows[i], self.length, mirror=f) for i, f in zip(idx, flips, strict=True)]
+        items = [self.cache.read_window(*self.windows[i], self.length, mirror=f)
+                 for i, f in zip(idx, flips, strict=True)]
         grids, latents, prev = (torch.stack(x).to(device) for x in zip(*items, strict=True))
         return grids, latents, prev
 

@@ -1,5 +1,6 @@
-"""Strict checkpoint comparison shared by every loader (VAE, generator): one description of what
-differs between a module's state dict and a file's tensors."""
+"""Checkpoint files, shared by every loader (VAE, generator, DINOv2, training state): reading
+safetensors and PyTorch files with one clear error for a damaged or foreign file, int8 storage, and
+one description of what differs between a module's state dict and a file's tensors."""
 
 from __future__ import annotations
 
@@ -54,6 +55,29 @@ def read_safetensors(path, *, what: str = "weights") -> dict:
         raise CheckpointFileError(
             f"{what} {path} is not a readable safetensors file ({reason}): it is damaged or was never "
             "finished — copy it again, or re-export / re-train the model") from None
+
+
+def read_torch_file(path, *, what: str = "checkpoint", device="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, never arbitrary
+    objects.  A missing, damaged or foreign file raises :class:`CheckpointFileError` naming the file;
+    torch's own advice to load with ``weights_only=False`` (which would run code from the file) is
+    not passed on."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointFileError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
+        reason = ("it holds objects other than tensors, or is no PyTorch checkpoint"
+                  if isinstance(err, pickle.UnpicklingError)
+                  else f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}")
+        raise CheckpointFileError(
+            f"{what} {path} could not be loaded as a tensors-only checkpoint ({reason}): it is damaged, "
+            "unfinished or not what was expected — copy or re-create it") from None
 
 
 QUANT_SCALE = ".int8_scale"

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audio.checkpoint import CheckpointFileError, describe_mismatch, read_safetensors
+from audio.checkpoint import CheckpointFileError, describe_mismatch, read_safetensors, read_torch_file
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 
@@ -824,18 +823,10 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
         except CheckpointFileError as err:
             raise VAEWeightsError(str(err)) from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        # torch's own unpickling message suggests weights_only=False, which we never do.
-        reason = (
-            "it holds objects other than tensors, or is no PyTorch checkpoint"
-            if isinstance(err, pickle.UnpicklingError)
-            else f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
-        )
-        raise VAEWeightsError(
-            f"{path} could not be loaded as a tensors-only checkpoint ({reason}); "
-            "use Sony's exported .ckpt (a dict with 'state_dict') or a .safetensors file"
-        ) from None
+        obj = read_torch_file(path, what="VAE checkpoint")
+    except CheckpointFileError as err:
+        raise VAEWeightsError(f"{err}; use Sony's exported .ckpt (a dict with 'state_dict') or a "
+                              ".safetensors file") from None
     if isinstance(obj, Mapping) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):

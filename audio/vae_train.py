@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audio.checkpoint import CheckpointFileError, read_torch_file
 from audio.errors import LivefoleyError
 from audio.spectral import SpectralCodec
 from audio.vae import VAEConfig, build_vae, load_vae_state_dict, save_vae
@@ -574,7 +575,10 @@ def train_vae(
     )
     rng = np.random.default_rng(train_config.seed)
     if resume:
-        state = torch.load(out / STATE_FILE, map_location=trainer.device, weights_only=True)
+        try:
+            state = read_torch_file(out / STATE_FILE, what="training state", device=trainer.device)
+        except CheckpointFileError as err:
+            raise TrainError(f"{err}; or start a new run without --resume") from None
         trainer.load_state_dict(state, rng)
         log.info("resuming %s at step %d", out, trainer.step)
     out.mkdir(parents=True, exist_ok=True)

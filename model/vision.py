@@ -60,7 +60,6 @@ import hashlib
 import logging
 import math
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audio.checkpoint import CheckpointFileError, read_safetensors, read_torch_file
 from audio.errors import LivefoleyError
 
 log = logging.getLogger(__name__)
@@ -327,22 +327,13 @@ def _read_weights_file(path: Path, sha256: str | None) -> dict[str, Tensor]:
             raise VisionError(f"DINOv2 weights file {path} has sha256 {got}, expected {sha256}; the file is "
                               "corrupt or different weights — download it again")
     suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
+        raise VisionError(f"DINOv2 weights file {path}: unknown format {suffix!r}; use .safetensors or .pth")
     try:
-        if suffix == ".safetensors":
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-
-            try:
-                state = load_file(str(path), device="cpu")
-            except SafetensorError as err:
-                raise ValueError(str(err)) from err
-        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise VisionError(f"DINOv2 weights file {path}: unknown format {suffix!r}; "
-                              "use .safetensors or .pth")
-    except (ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
-        raise VisionError(f"DINOv2 weights file {path} could not be read ({err}); download it again") from err
+        read = read_safetensors if suffix == ".safetensors" else read_torch_file
+        state = read(path, what="DINOv2 weights file")
+    except CheckpointFileError as err:
+        raise VisionError(f"{err}; download it again") from None
     if isinstance(state, dict):
         state = state.get("model", state)
         state = state.get("state_dict", state)

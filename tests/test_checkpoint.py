@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from audio.checkpoint import QUANT_SCALE, dequantize, quantize, read_safetensors
+from audio.checkpoint import QUANT_SCALE, dequantize, quantize, read_safetensors, read_torch_file
 from audio.errors import LivefoleyError
 
 
@@ -34,3 +34,29 @@ def test_a_scale_without_its_tensor_is_an_error(tmp_path):
     with pytest.raises(LivefoleyError, match="not a readable safetensors file"):
         read_safetensors(tmp_path / "bad.safetensors")
     assert dequantize({"a": torch.ones(2)})["a"].shape == (2,)
+
+
+@pytest.mark.parametrize("content", ["object", "truncated", "empty", "text"])
+def test_a_torch_file_is_read_tensors_only_and_a_bad_one_is_named(tmp_path, content):
+    """Every .pt/.pth/.ckpt reader (VAE, DINOv2, training state) goes through read_torch_file: objects
+    other than tensors are refused without being run, and torch's advice to retry with
+    weights_only=False (which would run them) is never passed on."""
+    import dataclasses
+
+    from model.vision import VisionError, _read_weights_file
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2)}, good)
+    assert torch.equal(read_torch_file(good)["w"], torch.ones(2))
+    bad = tmp_path / "bad.pth"
+    if content == "object":
+        torch.save({"w": object.__new__(dataclasses.Field)}, bad)
+    elif content == "truncated":
+        bad.write_bytes(good.read_bytes()[:100])
+    else:
+        bad.write_bytes(b"" if content == "empty" else b"weights, honest")
+    for reader, error in ((lambda p: read_torch_file(p, what="checkpoint"), LivefoleyError),
+                          (lambda p: _read_weights_file(p, None), VisionError)):
+        with pytest.raises(error) as err:
+            reader(bad)
+        assert str(bad) in str(err.value) and "weights_only" not in str(err.value)

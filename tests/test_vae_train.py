@@ -135,6 +135,10 @@ def test_run_folder_and_data_mistakes_are_clear_errors(tmp_path, data_dir):
     train_vae(data=data_dir, out=tmp_path / "r2", model_config=SMALL, train_config=cfg, progress=False)
     with pytest.raises(LivefoleyError, match="already holds a training run"):
         train_vae(data=data_dir, out=tmp_path / "r2", model_config=SMALL, train_config=cfg, progress=False)
+    (tmp_path / "r2" / STATE_FILE).write_bytes((tmp_path / "r2" / STATE_FILE).read_bytes()[:200])  # cut short
+    with pytest.raises(LivefoleyError, match="training state") as err:
+        train_vae(data=data_dir, out=tmp_path / "r2", model_config=SMALL, train_config=cfg, resume=True)
+    assert str(tmp_path / "r2" / STATE_FILE) in str(err.value) and "weights_only=False" not in str(err.value)
     too_long_fft = VAETrainConfig(**{**cfg.to_dict(), "fft_sizes": [8192]})  # longer than the 0.1 s crops
     with pytest.raises(LivefoleyError, match="shorter than the largest FFT"):
         train_vae(data=data_dir, out=tmp_path / "r3", model_config=SMALL, train_config=too_long_fft)

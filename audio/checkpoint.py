@@ -53,8 +53,8 @@ def read_safetensors(path, *, what: str = "weights") -> dict:
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointFileError(
-            f"{what} {path} is not a readable safetensors file ({reason}): it is damaged or was never "
-            "finished — copy it again, or re-export / re-train the model") from None
+            f"{what} {path} could not be read: it is not a readable safetensors file ({reason}), damaged "
+            "or never finished — copy, download or make it again") from None
 
 
 def read_torch_file(path, *, what: str = "checkpoint", device="cpu"):
@@ -76,8 +76,8 @@ def read_torch_file(path, *, what: str = "checkpoint", device="cpu"):
                   if isinstance(err, pickle.UnpicklingError)
                   else f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}")
         raise CheckpointFileError(
-            f"{what} {path} could not be loaded as a tensors-only checkpoint ({reason}): it is damaged, "
-            "unfinished or not what was expected — copy or re-create it") from None
+            f"{what} {path} could not be read as a tensors-only checkpoint ({reason}); it is damaged, "
+            "unfinished or not what was expected — copy, download or make it again") from None
 
 
 QUANT_SCALE = ".int8_scale"

@@ -333,7 +333,7 @@ def _read_weights_file(path: Path, sha256: str | None) -> dict[str, Tensor]:
         read = read_safetensors if suffix == ".safetensors" else read_torch_file
         state = read(path, what="DINOv2 weights file")
     except CheckpointFileError as err:
-        raise VisionError(f"{err}; download it again") from None
+        raise VisionError(str(err)) from None
     if isinstance(state, dict):
         state = state.get("model", state)
         state = state.get("state_dict", state)

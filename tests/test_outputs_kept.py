@@ -103,6 +103,6 @@ def test_a_damaged_weights_file_is_named_in_a_clear_error(tmp_path, damage):
         data = {"empty": b"", "random": os.urandom(4096), "truncated": good[:1000]}[damage]
         original = (folder / name).read_bytes()
         (folder / name).write_bytes(data)
-        with pytest.raises(LivefoleyError, match=f"{name} is not a readable safetensors file"):
+        with pytest.raises(LivefoleyError, match=f"{name} could not be read: it is not a readable safetensors file"):
             load_generator(folder, device="cpu")
         (folder / name).write_bytes(original)

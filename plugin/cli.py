@@ -55,6 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("livefoley: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        if args.verbose:
+            raise
+        print("livefoley: error: out of memory; ask for less (a smaller --size, fewer --seconds or --minutes, "
+              "a smaller --batch-size) or close other programs (-v shows where)", file=sys.stderr)
+        return 1
+    except OSError as err:  # a file or folder the system refused: name it, no traceback
+        if args.verbose or not (err.filename or err.strerror):
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        print(f"livefoley: error: {err.strerror or err}{where} (check the path, its permissions and the free "
+              "disk space; -v shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

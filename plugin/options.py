@@ -74,6 +74,19 @@ def count(minimum: int):
     return parse
 
 
+def folder_dest(value: str):
+    """argparse type of an output folder (``--out`` of synth, prepare, train): created when missing;
+    an existing *file* of that name is refused before any work (it is the user's, and no folder)."""
+    import argparse
+    from pathlib import Path
+
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is an existing file, not a folder; give a folder name "
+                                         "(it is created when missing)")
+    return path
+
+
 def json_dest(value: str) -> str:
     """argparse type of an optional ``--json [FILE]``: "-" (stdout) or a name ending in ``.json``.
     Anything else is refused before the command runs: ``--json`` would otherwise swallow the next

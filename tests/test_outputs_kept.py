@@ -106,3 +106,69 @@ def test_a_damaged_weights_file_is_named_in_a_clear_error(tmp_path, damage):
         with pytest.raises(LivefoleyError, match=f"{name} could not be read: it is not a readable safetensors file"):
             load_generator(folder, device="cpu")
         (folder / name).write_bytes(original)
+
+
+@pytest.mark.parametrize("command", [
+    ["synth", "--out", "FILE"],
+    ["synth", "--out", "DIR", "--audio-out", "FILE"],
+    ["prepare", "--data", "DIR", "--out", "FILE"],
+    ["train", "vae", "--data", "DIR", "--out", "FILE"],
+    ["train", "stage1", "--cache", "DIR", "--out", "FILE"],
+    ["train", "ect", "--init", "DIR", "--cache", "DIR", "--out", "FILE"],
+])
+def test_an_output_folder_that_is_an_existing_file_is_refused(tmp_path, capsys, command):
+    victim = tmp_path / "notes.txt"
+    victim.write_text("the user's notes")
+    args = [str(victim) if a == "FILE" else str(tmp_path / "d") if a == "DIR" else a for a in command]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert "is an existing file, not a folder" in capsys.readouterr().err
+    assert victim.read_text() == "the user's notes" and not (tmp_path / "d").exists()
+
+
+def test_prepare_with_no_usable_video_fails_and_leaves_no_cache(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    (data / "notes.txt").write_text("no video here")
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    assert "no videos (.mp4" in capsys.readouterr().err and not out.exists()
+    (data / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 1 video(s)" in err and "broken.mp4" in err and "nothing was cached" in err
+    assert not out.exists()  # a cache that `train` would only fail on later is not left behind
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")  # a folder the user made is kept, with what is in it
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.parametrize("command, message", [
+    (["synth", "--out", "OUT", "--size", "100000x100000"], "too large; use at most 7680x4320"),
+    (["synth", "--out", "OUT", "--minutes", "1e9"], "at most 10080 (a week)"),
+    (["synth", "--out", "OUT", "--minutes", "nan"], "positive number"),
+    (["bench", "--model", "tiny", "--size", "100000x100000"], "too large"),
+    (["eval", "--model", "tiny", "--seeds", "1", "--size", "100000x100000"], "too large"),
+    (["eval", "--model", "tiny", "--seeds", "1", "--seconds", "1e9"], "at most 3600"),
+])
+def test_absurd_sizes_are_refused_before_any_allocation(tmp_path, capsys, command, message):
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # synth leaves no empty folder behind
+
+
+def test_a_path_the_system_refuses_is_one_line_without_a_traceback(tmp_path, capsys):
+    """The CLI's error boundary: an OSError with a file name is one line naming it (exit 1);
+    -v shows the traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.mp4").write_bytes(b"x")
+    refused = "/proc/livefoley-cache"  # no folder can be made there, not even by root
+    assert main(["prepare", "--data", str(data), "--out", refused]) == 1
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("livefoley: error:")]
+    assert len(lines) == 1 and refused in lines[0] and "Traceback" not in err
+    with pytest.raises(OSError):
+        main(["-v", "prepare", "--data", str(data), "--out", refused])

@@ -24,6 +24,7 @@ from capture.synthetic.world import MIN_SIZE, SyntheticEvent, World
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = (640, 360)
+MAX_SIZE = (7680, 4320)  # 8K: a frame of it is 100 MB; larger is a typo, refused before any allocation
 
 
 def parse_size(size: str | tuple[int, int] | list[int] | None, *, what: str = "size") -> tuple[int, int]:
@@ -40,6 +41,8 @@ def parse_size(size: str | tuple[int, int] | list[int] | None, *, what: str = "s
         raise CaptureError(f"bad {what} {size!r}; give WIDTHxHEIGHT, e.g. 640x360") from None
     if w < MIN_SIZE or h < MIN_SIZE:
         raise CaptureError(f"{what} {w}x{h} is too small; use at least {MIN_SIZE}x{MIN_SIZE}, e.g. 640x360")
+    if w > MAX_SIZE[0] or h > MAX_SIZE[1]:
+        raise CaptureError(f"{what} {w}x{h} is too large; use at most {MAX_SIZE[0]}x{MAX_SIZE[1]} (8K), e.g. 640x360")
     return w, h
 
 

@@ -26,10 +26,12 @@ hash of their relative path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,7 +162,11 @@ def prepare(
 
     data, out = Path(data), Path(out)
     videos = find_videos(data)
+    if not videos:
+        raise LivefoleyError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {data}; point --data at a folder "
+                             "of videos with sound (e.g. made by `livefoley synth`)")
     cache = FeatureCache(out)
+    made = [p for p in (out, out / "cache.json", out / "vae.safetensors", out / "shards") if not p.exists()]
     vision, vae_cfg = tokenizer.resolved_config(), vae.config.to_dict()  # the fingerprint recorded
     vision_cfg = vision.to_dict()
     if cache.exists:
@@ -234,6 +240,18 @@ def prepare(
         summary.prepared_files += 1
         summary.prepared_seconds += n / CONTRACT.fps
         summary.bytes_written += (cache.shards / shard).stat().st_size
+    if not cache.index["files"]:  # nothing to train on: leave no cache that fails later in `train`
+        for path in reversed(made):  # only what this run created: shards/, the files, then the folder
+            if path == out:
+                with contextlib.suppress(OSError):  # kept when anything else is in it
+                    path.rmdir()
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        reasons = "; ".join(f"{name}: {why}" for name, why in list(summary.skipped.items())[:3])
+        raise LivefoleyError(f"none of the {len(videos)} video(s) under {data} could be prepared ({reasons}); "
+                             "nothing was cached")
     _ensure_val_split(cache)
     summary.wall_seconds = time.monotonic() - t0
     return summary

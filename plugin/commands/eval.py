@@ -230,8 +230,9 @@ def _run_model(args, cfg) -> dict:
     from model.generator import load_generator
 
     seeds = parse_seeds(args.seeds)
-    if not (args.seconds > 0 and math.isfinite(args.seconds)):
-        raise LivefoleyError(f"--seconds must be a positive number, got {args.seconds}")
+    if not (0 < args.seconds <= 3600):
+        raise LivefoleyError(f"--seconds must be a positive number of at most 3600 (an hour per seed), got "
+                             f"{args.seconds}")
     n_frames = int(round(args.seconds * CONTRACT.fps))
     if n_frames < 2:
         raise LivefoleyError(f"--seconds {args.seconds} gives fewer than 2 frames; evaluate at least 0.1 s")

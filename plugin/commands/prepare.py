@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from plugin.options import add_dinov2_weights, json_dest, write_json
+from plugin.options import add_dinov2_weights, folder_dest, json_dest, write_json
 
 HELP = "cache vision features and audio latents of a folder of videos for training"
 DESCRIPTION = """\
@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("prepare", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos with sound (searched recursively)")
-    p.add_argument("--out", required=True, metavar="CACHE_DIR", help="cache folder (created; rerun to resume)")
+    p.add_argument("--out", type=folder_dest, required=True, metavar="CACHE_DIR",
+                   help="cache folder (created; rerun to resume)")
     p.add_argument("--model-config", default="tiny", metavar="PRESET|FOLDER",
                    help="model preset (tiny, base) or a model folder whose vision/VAE config to use (default tiny)")
     p.add_argument("--vae", metavar="RUN_DIR|FILE",

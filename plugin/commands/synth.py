@@ -10,7 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 from audio.errors import LivefoleyError
-from plugin.options import json_dest, write_json
+from plugin.options import folder_dest, json_dest, write_json
+
+MAX_MINUTES = 7 * 24 * 60  # a week of world; more is a typo (and more disk than a machine has)
 
 HELP = "write synthetic arcade clips (H.264 + stereo AAC mp4, events JSON beside each)"
 DESCRIPTION = """\
@@ -27,13 +29,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "synth", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the clips (created)")
+    p.add_argument("--out", type=folder_dest, required=True, metavar="DIR", help="folder for the clips (created)")
     p.add_argument("--minutes", type=float, default=1.0, metavar="M", help="total length (default 1)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="base seed (default 0)")
     p.add_argument(
         "--clip-seconds", type=float, default=30.0, metavar="SEC", help="length of each clip (default 30)"
     )
-    p.add_argument("--audio-out", type=Path, metavar="DIR",
+    p.add_argument("--audio-out", type=folder_dest, metavar="DIR",
                    help="also write each clip's exact sound (before AAC) as DIR/NAME.flac: training data for "
                         "`livefoley train vae` (AAC cuts the top octave)")
     p.add_argument("--size", default="640x360", metavar="WxH", help="frame size (default 640x360)")
@@ -67,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     from capture.synthetic.source import parse_size
 
     fps = CONTRACT.fps
-    if not (args.minutes > 0 and math.isfinite(args.minutes)):
-        raise LivefoleyError(f"--minutes must be a positive number, got {args.minutes}")
+    if not (0 < args.minutes <= MAX_MINUTES):
+        raise LivefoleyError(f"--minutes must be a positive number of at most {MAX_MINUTES} (a week), got "
+                             f"{args.minutes}")
     if not (args.clip_seconds >= 1.0 and math.isfinite(args.clip_seconds)):
         raise LivefoleyError(f"--clip-seconds must be at least 1, got {args.clip_seconds}")
     if args.seed < 0:

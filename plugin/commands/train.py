@@ -11,6 +11,8 @@ import argparse
 import json
 from collections.abc import Callable
 
+from plugin.options import folder_dest
+
 HELP = "train the VAE, then the generator: stage1 (diffusion) and ect (consistency tuning)"
 
 
@@ -66,7 +68,7 @@ def _register_vae(sub) -> None:
     p.add_argument(
         "--data", metavar="DIR", help="folder of audio files / videos (default on --resume: the run's)"
     )
-    p.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder (created)")
+    p.add_argument("--out", type=folder_dest, metavar="RUN_DIR", required=True, help="run folder (created)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", help="VAE preset (spectral, tiny, sr-causal); default tiny")
     g.add_argument("--config", metavar="JSON", help="stable-audio-tools style VAE config instead of a preset")
@@ -189,7 +191,7 @@ def _register_stage(name: str):
                            description=_STAGE_DESCRIPTIONS[name], formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--cache", metavar="CACHE_DIR",
                        help="feature cache from `livefoley prepare` (default on --resume: the run's)")
-        p.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder (created)")
+        p.add_argument("--out", type=folder_dest, metavar="RUN_DIR", required=True, help="run folder (created)")
         if name == "ect":
             p.add_argument("--init", metavar="STAGE1_RUN", help="the stage-1 run folder to start from")
         else:

@@ -7,6 +7,7 @@ A model folder is ``config.json`` (:meth:`GeneratorConfig.to_dict`) + ``model.sa
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from audio.contract import CONTRACT
@@ -19,6 +20,33 @@ from model.vision import VISION_PRESETS, VisionConfig
 FORMAT = "livefoley-model"
 FORMAT_VERSION = 1
 STAGES = ("diffusion", "consistency")
+MAX_PARAMETERS = 2_000_000_000  # far above `base` (~0.1 B): a config beyond it is a typo, refused before allocating
+
+
+def _check_numbers(section: str, cls, values: dict) -> None:
+    """The int / float fields of dataclass ``cls`` in a config.json section hold numbers of that kind
+    (a whole number ≥ 0, a finite number): a string or 1e9 written for a width is named, not a
+    traceback from deep inside a layer."""
+    if not isinstance(values, dict):
+        raise LivefoleyError(f"model config: {section} must be an object of settings, got {values!r}")
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        v = values[f.name]
+        if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise LivefoleyError(f"model config: {section}.{f.name} must be a whole number ≥ 0, got {v!r}; "
+                                 "fix config.json or re-export the model")
+        if f.type == "float" and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
+            raise LivefoleyError(f"model config: {section}.{f.name} must be a finite number, got {v!r}; "
+                                 "fix config.json or re-export the model")
+
+
+def approx_parameters(c: GeneratorConfig) -> int:
+    """Trainable parameters the config describes, roughly (matrices only): what loading would allocate."""
+    t, h, v = c.transformer, c.head, c.vision
+    return (t.n_layers * (4 * t.d_model**2 + 3 * t.d_model * t.mlp_hidden)
+            + h.depth * 4 * h.width**2 + h.width * (h.cond_dim + h.freq_dim)
+            + v.agg_layers * 12 * v.d_proj**2 + v.d_proj * v.d_token)
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,12 @@ class GeneratorConfig:
             raise LivefoleyError(
                 f"head.cond_dim {self.head.cond_dim} must be 2·d_model = {2 * self.transformer.d_model}"
             )
+        n = approx_parameters(self)
+        if n > MAX_PARAMETERS:
+            raise LivefoleyError(
+                f"model config describes about {n / 1e9:.0f} billion parameters (transformer d_model "
+                f"{self.transformer.d_model} × {self.transformer.n_layers} layers, head width {self.head.width}); "
+                "no livefoley model is that large — check config.json")
 
     def replace(self, **changes) -> GeneratorConfig:
         return dataclasses.replace(self, **changes)
@@ -77,6 +111,8 @@ class GeneratorConfig:
                 f"model config version {d['format_version']} is newer than this livefoley understands "
                 f"({FORMAT_VERSION}); upgrade livefoley"
             )
+        for section, kind in (("transformer", TransformerConfig), ("head", HeadConfig), ("vision", VisionConfig)):
+            _check_numbers(section, kind, d.get(section, {}))
         try:
             return cls(
                 name=d["name"], stage=d["stage"], p_uncond=d["p_uncond"], guidance=d["guidance"],
@@ -84,8 +120,10 @@ class GeneratorConfig:
                 vision=VisionConfig.from_dict(d["vision"]), vae=VAEConfig.from_dict(d["vae"]),
                 transformer=TransformerConfig(**d["transformer"]), head=HeadConfig.from_dict(d["head"]),
             )
-        except (KeyError, TypeError) as err:
-            raise LivefoleyError(f"model config is malformed ({err}); re-export the model") from err
+        except (KeyError, TypeError, ValueError) as err:
+            what = f"missing {err}" if isinstance(err, KeyError) else str(err)
+            raise LivefoleyError(f"model config is malformed ({what}); fix config.json or re-export the "
+                                 "model") from None
 
 
 def _tiny() -> GeneratorConfig:

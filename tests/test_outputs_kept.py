@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from audio.errors import LivefoleyError
 from audio.io import write_audio
 from plugin.cli import main
 
@@ -172,3 +173,30 @@ def test_a_path_the_system_refuses_is_one_line_without_a_traceback(tmp_path, cap
     assert len(lines) == 1 and refused in lines[0] and "Traceback" not in err
     with pytest.raises(OSError):
         main(["-v", "prepare", "--data", str(data), "--out", refused])
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("transformer", "n_heads", 3, "must split into 3 heads"),
+    ("head", "width", "256", "head.width must be a whole number ≥ 0, got '256'"),
+    ("transformer", "d_model", 1e9, "transformer.d_model must be a whole number"),
+    ("head", "width", 1 << 20, "billion parameters"),
+    ("head", "sigma_data", "NaN", "head.sigma_data must be a finite number"),
+    ("vision", "agg_heads", -1, "vision.agg_heads must be a whole number"),
+    ("transformer", None, None, "missing 'transformer'"),
+])
+def test_a_bad_config_json_is_named_not_a_traceback(tmp_path, section, key, value, message):
+    """A model folder whose config.json was edited by hand: a clear error before anything is built."""
+    import json
+
+    from model.generator import load_generator
+
+    folder = load_generator("tiny").save(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    if key is None:
+        del config[section]
+    else:
+        config[section][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LivefoleyError, match="model config") as err:
+        load_generator(folder)
+    assert message in str(err.value)

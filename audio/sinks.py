@@ -334,7 +334,9 @@ def _device_listing(devices: list[dict]) -> str:
 def resolve_device(device: int | str | None) -> dict:
     """The output device (an entry of :func:`list_devices`) for an index, a name substring or None."""
     outputs = list_devices()
-    hint = "; pass --sink device:NAME_OR_INDEX with one of them (`livefoley devices` lists them)"
+    hint = ("; pass --sink device:NAME_OR_INDEX with one of them (`livefoley devices` lists them)" if outputs else
+            "; without a sound device, record with --sink file:OUT.flac (or --record OUT.flac), or play "
+            "nowhere with --sink null")
     if device is None:
         for d in outputs:
             if d["is_default"]:

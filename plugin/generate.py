@@ -43,7 +43,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
-from plugin.options import same_file
+from plugin.options import check_writable, same_file
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,7 @@ def plan_outputs(inputs: Sequence[Path], out: str | os.PathLike, *, folder_mode:
                                 "into an output folder")
         if not out.parent.is_dir():
             raise GenerateError(f"-o {out}: folder {out.parent} does not exist; create it first")
+        check_writable(out.parent)
         return [out]
     if out.exists() and not out.is_dir() or (not out.exists() and out.suffix.lower() in
                                               VIDEO_SUFFIXES + AUDIO_SUFFIXES):
@@ -259,6 +260,7 @@ def plan_outputs(inputs: Sequence[Path], out: str | os.PathLike, *, folder_mode:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise GenerateError(f"cannot create the output folder {out} ({err}); pick another -o") from None
+    check_writable(out)
     return [out / f"{p.stem}{OUTPUT_TAG}{fmt or p.suffix.lower()}" for p in inputs]
 
 

@@ -26,9 +26,28 @@ def same_file(a, b) -> bool:
         return False
 
 
+def check_writable(folder, *, what: str = "-o") -> None:
+    """Refuse, before any work, an output folder the system will not let us write in (read-only,
+    no permission, not a folder): one message naming it, not a muxer's or a codec's complaint later."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from audio.errors import LivefoleyError
+
+    folder = Path(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".livefoley-write-test.", dir=folder)
+    except OSError as err:
+        raise LivefoleyError(f"cannot write in {folder} ({err.strerror or err}); choose another {what}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output(out, *, inputs=(), overwrite: bool = False, what: str = "the output") -> None:
-    """Refuse, before any work, an output that is one of the ``inputs`` (never overwritten) or that
-    exists without ``overwrite`` (the user's file is kept: pass --overwrite to replace it)."""
+    """Refuse, before any work, an output that is one of the ``inputs`` (never overwritten), that
+    exists without ``overwrite`` (the user's file is kept: pass --overwrite to replace it), or whose
+    folder cannot be written."""
     from pathlib import Path
 
     from audio.errors import LivefoleyError
@@ -42,6 +61,7 @@ def check_output(out, *, inputs=(), overwrite: bool = False, what: str = "the ou
         raise LivefoleyError(f"{what} {out} is a folder; give a file name")
     if out.exists() and not overwrite:
         raise LivefoleyError(f"{what} {out} exists; pass --overwrite to replace it (or choose another name)")
+    check_writable(out.parent, what=f"name for {what}")
 
 
 def guidance(value: str) -> float:

@@ -465,7 +465,7 @@ def test_memory_stays_flat_over_ten_minutes_of_stream(generator):
 
 def test_sigint_and_sigterm_leave_complete_recordings(tmp_path):
     """Two real ``livefoley live`` processes, one interrupted with SIGINT (exit 130), one terminated
-    with SIGTERM (exit 0): both leave a complete, readable recording of every chunk they made."""
+    with SIGTERM (exit 143, 128 + 15, as the shell reports it): both leave a complete, readable recording of every chunk they made."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -487,7 +487,7 @@ def test_sigint_and_sigterm_leave_complete_recordings(tmp_path):
     for sig, (proc, out, stats) in procs.items():
         rest = proc.stderr.read()
         rc = proc.wait(timeout=60)
-        assert rc == (130 if sig == signal.SIGINT else 0), rest
+        assert rc == (130 if sig == signal.SIGINT else 143), rest
         data = read(out)
         st = json.loads(stats.read_text())
         assert st["end_reason"] == "stopped" and st["error"] is None

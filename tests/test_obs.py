@@ -115,6 +115,12 @@ def test_wrong_password_and_unreachable_are_clear(obs, cli_env):  # noqa: F811
     assert out.returncode == 2, out
     assert "password" in out.stderr and "Traceback" not in out.stderr
     assert "wrong-secret-123" not in out.stderr + out.stdout  # never echoed / logged
+    # a source that never worked (OBS unreachable) does not become the saved default
+    out = _cli(["obs", "live", "--source", "never-saved", "--port", "1", "--model", "tiny", "--duration", "1",
+                "--sink", "null", "--threads", "1"], cli_env, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    settings = Path(cli_env["XDG_CONFIG_HOME"]) / "livefoley" / "settings.json"
+    assert not settings.exists() or json.loads(settings.read_text()).get("source") != "never-saved"
 
 
 def test_client_reconnects_after_timeout(obs):  # noqa: F811

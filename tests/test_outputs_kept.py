@@ -200,3 +200,19 @@ def test_a_bad_config_json_is_named_not_a_traceback(tmp_path, section, key, valu
     with pytest.raises(LivefoleyError, match="model config") as err:
         load_generator(folder)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("out", ["/sys/livefoley.mp4", "/proc/livefoley.wav", "/sys/livefoley-out/"])
+def test_an_output_folder_the_system_refuses_is_named_before_any_work(tmp_path, capsys, out):
+    """Not a muxer's complaint (with advice to write .mkv) or "System error." after the work: the
+    folder is tried first, even by root (/sys refuses new files, /proc has no such entries)."""
+    from audio.contract import CONTRACT
+    from audio.media import write_video
+    from capture.synthetic import render_clip
+
+    frames, audio, _ = render_clip(1, 0.3, width=64, height=64)
+    video = tmp_path / "in.mp4"
+    write_video(video, list(frames), fps=CONTRACT.fps, audio=audio)
+    assert main(["generate", str(video), "-o", out, "--model", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "livefoley: error: cannot" in err and out.rstrip("/").rsplit("/", 1)[0] in err and "muxer" not in err

@@ -340,6 +340,18 @@ def test_device_by_index_by_substring_and_unknown_names(pulse, monitor):
         parse_sink("device:4242").open()
 
 
+def test_no_sound_device_at_all_suggests_recording_or_the_null_sink(monkeypatch):
+    """A machine where PortAudio sees no output (no card, no sound server): the message says what
+    works without one, instead of pointing at a device list that is empty."""
+    import audio.sinks
+
+    monkeypatch.setattr(audio.sinks, "list_devices", lambda: [])
+    for device in (None, "3", "pulse"):
+        with pytest.raises(SinkError, match="no output devices were found") as err:
+            audio.sinks.resolve_device(device)
+        assert "--sink file:OUT.flac" in str(err.value) and "--sink null" in str(err.value)
+
+
 def test_full_ring_drops_oldest_and_never_blocks_longer_than_a_frame(pulse, monitor):
     with DeviceSink(device="pulse", capacity_frames=4, prefill_frames=2) as sink:
         chunk = tone_chunks(1, seed=7)

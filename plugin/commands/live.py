@@ -171,4 +171,7 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
     if interrupted:
         print("livefoley: interrupted", file=sys.stderr)
         return 130
+    if terminated:  # like Ctrl-C: 128 + the signal's number (the recording is complete all the same)
+        print("livefoley: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0

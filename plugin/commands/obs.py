@@ -152,11 +152,16 @@ def run_live(args: argparse.Namespace) -> int:
     if name.startswith("obs:"):
         name = name[4:]
     target = resolve_target(args.host, args.port)
-    update_settings(host=target.host, port=target.port, source=name, model=args.model, nfe=args.nfe,
-                    cfg=args.cfg, volume=args.volume)
     ns = argparse.Namespace(**vars(args))
     ns.source = f"obs:{name}"
-    return live.run(ns, source_options={"target": target}, finish=_finish_live)
+
+    def finish(stats: dict) -> None:
+        _finish_live(stats)
+        if (stats["obs"] or {}).get("screenshots", 0) > 0:  # only a source that worked becomes the default
+            update_settings(host=target.host, port=target.port, source=name, model=args.model, nfe=args.nfe,
+                            cfg=args.cfg, volume=args.volume)
+
+    return live.run(ns, source_options={"target": target}, finish=finish)
 
 
 def _finish_live(stats: dict) -> None:

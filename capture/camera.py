@@ -70,7 +70,13 @@ class CameraSource(FrameSource):
         import cv2
 
         self._cv2 = cv2
-        cap = cv2.VideoCapture(self.index, _backend(cv2))
+        # OpenCV prints its own warnings for a camera it cannot open; ours below says what to do
+        quiet = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            cap = cv2.VideoCapture(self.index, _backend(cv2))
+        finally:
+            cv2.utils.logging.setLogLevel(quiet)
         if not cap.isOpened():
             cap.release()
             raise CaptureError(f"{self.name}: no camera could be opened at index {self.index}; "

@@ -625,6 +625,17 @@ class DeviceSink(Sink):
         }
 
 
+def _running(pid: str) -> bool:
+    """Whether process ``pid`` (a string from a temporary file's name) is alive."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 class FileSink(Sink):
     """A wav (float32) or flac (24-bit) recording at ``CONTRACT.sample_rate``, written as chunks
     arrive to a hidden temporary file beside ``path`` and renamed to ``path`` on ``close()``."""
@@ -662,6 +673,12 @@ class FileSink(Sink):
         except (OSError, RuntimeError) as err:  # soundfile raises LibsndfileError(RuntimeError)
             raise SinkError(f"cannot record to {str(self.path)!r}: {err}") from err
         log.info("recording to %s (%s %s)", self.path, self.format, self.subtype)
+        for left in self.path.parent.glob(f".{self.path.name}.*.partial"):
+            if left != self.tmp_path and not _running(left.name.rsplit(".", 2)[-2]):
+                log.warning("%s is an unfinished recording to %s left by a run that was killed (SIGKILL or "
+                            "power loss): every block written before that is in it; rename it to keep it (e.g. "
+                            "`mv '%s' '%s'`) or delete it", left, self.path.name, left,
+                            self.path.with_name(f"recovered-{self.path.name}"))
 
     def write(self, chunk: np.ndarray) -> None:
         if self._file is None or self._closed:

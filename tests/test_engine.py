@@ -465,7 +465,8 @@ def test_memory_stays_flat_over_ten_minutes_of_stream(generator):
 
 def test_sigint_and_sigterm_leave_complete_recordings(tmp_path):
     """Two real ``livefoley live`` processes, one interrupted with SIGINT (exit 130), one terminated
-    with SIGTERM (exit 143, 128 + 15, as the shell reports it): both leave a complete, readable recording of every chunk they made."""
+    with SIGTERM (exit 143 = 128 + 15, as a shell reports it): both leave a complete, readable recording
+    of every chunk they made."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -499,6 +499,26 @@ def test_ctrl_c_in_a_child_process_leaves_a_complete_recording(tmp_path, ext):
     assert list(tmp_path.iterdir()) == [path], "the temporary file was left behind"
 
 
+def test_a_recording_left_by_a_killed_run_is_named_on_the_next_run(tmp_path, caplog):
+    """SIGKILL leaves only the hidden temporary file; the next recording to that name says where it is
+    (and how to keep it) instead of leaving the user to find it."""
+    path = tmp_path / "live.flac"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "lazy"
+    while int(child.stdout.readline() or "-1") < 10:
+        assert child.poll() is None, "child died"
+    child.kill()
+    child.wait(timeout=20)
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".live.flac.") and left.name.endswith(".partial") and not path.exists()
+    with caplog.at_level("WARNING", logger="audio.sinks"), FileSink(path) as sink:
+        sink.write(tone_chunks(1))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and str(left) in warned[0] and "killed" in warned[0] and "mv " in warned[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([left.name, "live.flac"])  # nothing deleted
+
+
 def test_null_sink_counts_and_rejects_bad_chunks():
     with NullSink() as sink:
         sink.write(tone_chunks(2))

@@ -30,7 +30,5 @@ class TimingContract:
         """Duration of one frame in milliseconds; also the real-time budget per frame."""
         return 1000.0 / self.fps
 
-    budget_ms = frame_ms
-
 
 CONTRACT = TimingContract()

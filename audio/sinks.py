@@ -232,10 +232,6 @@ class _Ring:
             self.read = r
         return n
 
-    def clear(self) -> None:
-        with self.lock:
-            self.read = self.written
-
 
 @dataclass(frozen=True)
 class DeviceSinkConfig:
@@ -552,10 +548,6 @@ class DeviceSink(Sink):
         """PortAudio calls this when the stream ends: by our stop(), or because the device died."""
         if not self._stopping and self._error is None:
             self._error = self._vanished("PortAudio ended the stream")
-
-    def clear(self) -> None:
-        """Drop everything buffered (for a hard cut, e.g. a scene change with a fresh stream)."""
-        self._ring.clear()
 
     def close(self, *, drain: bool = True) -> None:
         """Play out what is buffered (``drain``), then stop and close the stream.  Idempotent."""

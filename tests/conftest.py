@@ -70,6 +70,19 @@ class XDisplay:
         return proc
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test: the small models of the codec and VAE tests run fastest
+    (and deterministically) on one, and far faster than on two when other work shares the cores.
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def xvfb() -> XDisplay:
     """A real X server (Xvfb) at 1280×720×24; sets ``DISPLAY`` for the session."""

@@ -17,12 +17,7 @@ from audio.vae import VAE_PRESETS, VAEConfig, build_vae, load_vae, save_vae
 HOP = CONTRACT.hop
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,7 @@ TINY_WEIGHTS = SR_VAE_FIXTURES / "tiny_causal_weights.safetensors"
 HOP = CONTRACT.hop
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small models run fastest on one intra-op thread (and far faster than two when other
-    work shares the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training on 2 shared cores runs far faster (and deterministically) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clip(n: int = 4800) -> np.ndarray:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +237,9 @@ def write_audio(
             log.warning("%s: %d samples beyond ±1 were clipped", path, clipped)
             data = np.clip(data, -1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        sf.write(str(tmp), data.T, int(sample_rate), subtype=subtype, format=fmt[0])
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), data.T, int(sample_rate), subtype=subtype, format=fmt[0])
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as err:
-        tmp.unlink(missing_ok=True)
         raise AudioWriteError(f"{path}: could not write ({err})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

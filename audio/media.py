@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -32,6 +31,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import temp_path
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,6 @@ def _check_audio(audio: np.ndarray) -> np.ndarray:
     if audio.ndim != 2 or audio.shape[0] not in (1, 2):
         raise ValueError(f"audio must be (channels, samples) with 1 or 2 channels, got shape {audio.shape}")
     return np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 def write_video(
@@ -120,7 +116,7 @@ def write_video(
     first = _check_frame(first, 0, None)
     shape = first.shape
 
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     container = av.open(str(tmp), mode="w", format=fmt)
     try:
         try:
@@ -585,7 +581,7 @@ def mux_audio(video_in: str | os.PathLike, audio: np.ndarray, out_path: str | os
     else:
         track = np.clip(track, -1.0, 1.0)
 
-    tmp = _temp_path(out_path)
+    tmp = temp_path(out_path)
     try:
         n_video = _remux(str(tmp), plan, track, audio_bitrate=audio_bitrate)
     except BaseException:

@@ -10,13 +10,13 @@ and writes the PNG under a temporary name that is renamed when complete.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from audio.contract import CONTRACT
+from audio.files import atomic_path
 from audio.metrics import DEFAULT_CONFIG, MetricsConfig, log_mel
 
 EVENT_COLORS = {
@@ -125,10 +125,6 @@ def plot_clip(
     if title:
         fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}.png")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

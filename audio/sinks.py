@@ -58,6 +58,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import leftovers, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -617,17 +618,6 @@ class DeviceSink(Sink):
         }
 
 
-def _running(pid: str) -> bool:
-    """Whether process ``pid`` (a string from a temporary file's name) is alive."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 class FileSink(Sink):
     """A wav (float32) or flac (24-bit) recording at ``CONTRACT.sample_rate``, written as chunks
     arrive to a hidden temporary file beside ``path`` and renamed to ``path`` on ``close()``."""
@@ -642,7 +632,7 @@ class FileSink(Sink):
                 f"{' or '.join(FILE_FORMATS)} (e.g. --record out.flac)"
             )
         self.format, self.subtype = FILE_FORMATS[suffix]
-        self.tmp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self.tmp_path = temp_path(self.path)
         self._file = None
         self._closed = False
         self._samples = 0
@@ -665,12 +655,11 @@ class FileSink(Sink):
         except (OSError, RuntimeError) as err:  # soundfile raises LibsndfileError(RuntimeError)
             raise SinkError(f"cannot record to {str(self.path)!r}: {err}") from err
         log.info("recording to %s (%s %s)", self.path, self.format, self.subtype)
-        for left in self.path.parent.glob(f".{self.path.name}.*.partial"):
-            if left != self.tmp_path and not _running(left.name.rsplit(".", 2)[-2]):
-                log.warning("%s is an unfinished recording to %s left by a run that was killed (SIGKILL or "
-                            "power loss): every block written before that is in it; rename it to keep it (e.g. "
-                            "`mv '%s' '%s'`) or delete it", left, self.path.name, left,
-                            self.path.with_name(f"recovered-{self.path.name}"))
+        for left in leftovers(self.path):
+            log.warning("%s is an unfinished recording to %s left by a run that was killed (SIGKILL or power "
+                        "loss): every block written before that is in it; rename it to keep it (e.g. `mv '%s' "
+                        "'%s'`) or delete it", left, self.path.name, left,
+                        self.path.with_name(f"recovered-{self.path.name}"))
 
     def write(self, chunk: np.ndarray) -> None:
         if self._file is None or self._closed:

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from audio.checkpoint import CheckpointFileError, describe_mismatch, read_safetensors, read_torch_file
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -940,11 +941,9 @@ def save_vae(model: CausalVAE, folder: str | Path, *, extra_config: Mapping[str,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(folder / "model.safetensors")
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp))
     data = {**model.config.to_dict(), **(extra_config or {})}
-    tmp = folder / "config.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(folder / "config.json")
+    with atomic_path(folder / "config.json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
     return folder

@@ -30,7 +30,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 
 from audio.checkpoint import CheckpointFileError, read_torch_file
 from audio.errors import LivefoleyError
+from audio.files import atomic_path
 from audio.spectral import SpectralCodec
 from audio.vae import VAEConfig, build_vae, load_vae_state_dict, save_vae
 
@@ -511,12 +511,8 @@ def read_run_config(run_dir: str | Path) -> tuple[VAEConfig, VAETrainConfig, dic
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _save(trainer: VAETrainer, out: Path, rng: np.random.Generator, run: dict[str, Any]) -> None:

@@ -11,14 +11,13 @@ the recipe's record (data, steps, wall time, evaluation).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from audio.checkpoint import quantize
+from audio.files import atomic_path
 from model.generator import DEFAULT_MODEL_DIR
 
 __all__ = ["export_default", "export_model"]
@@ -38,9 +37,14 @@ def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None,
     ``notes`` and ``card`` written as ``README.md``.  ``dst`` is written beside itself and swapped
     in at the end, so an interrupted export leaves the previous model in place."""
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        tmp.mkdir()
+        _write_folder(src, tmp, name, notes, card)
+    return dst
+
+
+def _write_folder(src: Path, tmp: Path, name: str, notes: dict | None, card: str | None) -> None:
     for file in ("model.safetensors", "vae.safetensors"):
         save_file(_compact(load_file(str(src / file))), str(tmp / file))
     config = json.loads((src / "config.json").read_text())
@@ -51,13 +55,6 @@ def export_model(src: str | Path, dst: str | Path, *, notes: dict | None = None,
         (tmp / "README.md").write_text(card)
     for f in tmp.iterdir():  # package data: readable by every user (safetensors writes 0600)
         f.chmod(0o644)
-    old = dst.with_name(f".{dst.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)
-    return dst
 
 
 def _fmt(v) -> str:

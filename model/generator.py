@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -34,6 +33,7 @@ from torch import Tensor
 from audio.checkpoint import describe_mismatch, read_safetensors
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import atomic_path
 from audio.vae import CausalVAE, load_vae
 from model.config import MODEL_PRESETS, GeneratorConfig, model_preset
 from model.reactor import SoundReactor
@@ -309,9 +309,8 @@ def save_model(folder: str | Path, model: SoundReactor, vae: CausalVAE) -> Path:
         ("vae.safetensors", lambda p: save_file(vae_tensors, str(p))),
         ("config.json", lambda p: p.write_text(json.dumps(model.config.to_dict(), indent=2))),
     ):
-        tmp = folder / f".{name}.partial"
-        write(tmp)
-        os.replace(tmp, folder / name)
+        with atomic_path(folder / name) as tmp:
+            write(tmp)
     return folder
 
 

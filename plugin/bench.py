@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audio.contract import CONTRACT
+from audio.files import atomic_path
 from plugin.demo import percentiles
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,6 @@ def format_table(report: dict) -> str:
 
 def plot_latency(report: dict, path) -> None:
     """Waveform-level latency distribution per configuration against the 33.3 ms line (PNG)."""
-    import os
-    import uuid
     from pathlib import Path
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -204,6 +203,5 @@ def plot_latency(report: dict, path) -> None:
     ax.set_title(f"livefoley {report['model']} on {report['device_name']} ({report['threads']} threads)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")

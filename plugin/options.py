@@ -126,8 +126,9 @@ def write_json(report: dict, dest: str) -> bool:
     not at all).  Non-finite numbers become null (JSON has no NaN)."""
     import json
     import math
-    import os
     from pathlib import Path
+
+    from audio.files import atomic_path
 
     def finite(x):
         if isinstance(x, float) and not math.isfinite(x):
@@ -144,10 +145,6 @@ def write_json(report: dict, dest: str) -> bool:
         return True
     path = Path(dest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return False

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import atomic_path
 from capture.synthetic.world import World
 
 EVENTS_FORMAT = "livefoley-synth-events/1"
@@ -146,10 +146,6 @@ def write_clip(
         "events": [_round(dict(ev)) for ev in world.events],
     }
     target = events_path(video)
-    tmp = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_path(target) as tmp:
         tmp.write_text(_dumps(record))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return record

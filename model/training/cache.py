@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import atomic_path
 from audio.vae import CausalVAE
 from model.vision import FrameTokenizer, VisionConfig
 
@@ -115,9 +115,8 @@ class FeatureCache:
         return self
 
     def save_index(self) -> None:
-        tmp = self.index_path.with_suffix(".json.partial")
-        tmp.write_text(json.dumps(self.index, indent=1))
-        os.replace(tmp, self.index_path)
+        with atomic_path(self.index_path) as tmp:
+            tmp.write_text(json.dumps(self.index, indent=1))
 
     def entries(self, split: str | None = None) -> list[dict]:
         files = self.index.get("files", {}).values()
@@ -182,12 +181,11 @@ def prepare(
         out.mkdir(parents=True, exist_ok=True)
         cache.index = {"format": CACHE_FORMAT, "version": 1, "vision": vision_cfg, "vae": vae_cfg,
                        "fps": CONTRACT.fps, "hop": CONTRACT.hop, "files": {}, "skipped": {}}
-        vae_tmp = out / ".vae.safetensors.partial"
-        save_file({k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, str(vae_tmp))
-        os.replace(vae_tmp, out / "vae.safetensors")
+        with atomic_path(out / "vae.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, str(tmp))
         cache.save_index()
     cache.shards.mkdir(exist_ok=True)
-    for stale in cache.shards.glob("*.partial"):  # left by an interrupted run: never trusted
+    for stale in cache.shards.glob("*.partial*"):  # left by a killed run: never trusted
         stale.unlink()
 
     summary = PrepareSummary()
@@ -228,11 +226,10 @@ def prepare(
             log.warning("skipping %s: %s", rel, err)
             continue
         shard = f"{key}.safetensors"
-        tmp = cache.shards / f"{shard}.partial"
-        save_file({"grids": grids.contiguous(), "latents": latents.contiguous(),
-                   "latents_mirror": latents_mirror.contiguous()}, str(tmp),
-                  metadata={"source": rel, "fps": str(CONTRACT.fps)})
-        os.replace(tmp, cache.shards / shard)
+        with atomic_path(cache.shards / shard) as tmp:
+            save_file({"grids": grids.contiguous(), "latents": latents.contiguous(),
+                       "latents_mirror": latents_mirror.contiguous()}, str(tmp),
+                      metadata={"source": rel, "fps": str(CONTRACT.fps)})
         cache.index["files"][rel] = {"shard": shard, "key": key, "frames": n, "seconds": n / CONTRACT.fps,
                                      "split": split_of(rel, val_fraction)}
         cache.index["skipped"].pop(rel, None)
@@ -303,9 +300,8 @@ def _add_mirror(shard: Path, video: Path, audio_dir: str | Path | None, n_frames
         metadata = f.metadata()
     tensors = load_file(str(shard))
     tensors["latents_mirror"] = encode_long(vae, _sound(video, audio_dir, n_frames).flip(0), device=device).contiguous()
-    tmp = shard.with_name(shard.name + ".partial")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, shard)
+    with atomic_path(shard) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _exact_sound(audio_dir: str | Path | None, video: Path) -> Path | None:

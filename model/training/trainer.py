@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from safetensors.torch import save_file
 from audio.checkpoint import read_safetensors
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.files import atomic_path
 from audio.vae import load_vae
 from model.config import GeneratorConfig
 from model.generator import Generator, _load_state, build_model, save_model
@@ -303,9 +303,12 @@ def _write_sample(model, vae, data: WindowSampler, path: Path, device) -> None:
 
 
 def _save_state_dir(state_dir: Path, model, ema, opt, step: int) -> None:
-    tmp = state_dir.with_name(state_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with atomic_path(state_dir) as tmp:
+        tmp.mkdir(parents=True)
+        _write_state(tmp, model, ema, opt, step)
+
+
+def _write_state(tmp: Path, model, ema, opt, step: int) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
     flat, meta = {}, {"step": step, "param_groups": []}
@@ -316,9 +319,6 @@ def _save_state_dir(state_dir: Path, model, ema, opt, step: int) -> None:
     meta["param_groups"] = sd["param_groups"]
     save_file(flat, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps(meta))
-    if state_dir.exists():
-        shutil.rmtree(state_dir)
-    os.replace(tmp, state_dir)
 
 
 def _load_state_dir(state_dir: Path, model, ema, opt) -> int:

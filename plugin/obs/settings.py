@@ -24,6 +24,8 @@ import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from audio.files import atomic_path
+
 try:  # inside OBS's interpreter the package may be importable without audio/ (it is, via sys.path)
     from audio.errors import LivefoleyError
 except ImportError:  # pragma: no cover - only when the script runs from a bare copy of plugin/obs
@@ -117,9 +119,8 @@ def save_settings(settings: ObsSettings, path: Path | None = None) -> Path:
     assert "password" not in data
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     except OSError as err:
         raise SettingsError(f"cannot write livefoley settings {path} ({err}); check that the folder is "
                             "writable or set LIVEFOLEY_CONFIG_DIR") from err

@@ -39,8 +39,7 @@ milliseconds per latent and the model converges in thousands, not millions, of s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audio.codec import StreamingCodec
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 
@@ -185,16 +185,15 @@ class _ResidualMLP(nn.Module):
         return x
 
 
-class SpectralCodec(nn.Module):
+class SpectralCodec(StreamingCodec):
     """The spectral codec (see the module docstring).  Parameter names are its own; a foreign
     checkpoint does not fit it, and :func:`audio.vae.load_vae` says so."""
 
     def __init__(self, config: SpectralCodecConfig) -> None:
-        super().__init__()
         c = config
+        super().__init__(hop=c.hop, latent_dim=c.latent_dim, sample_rate=c.sample_rate,
+                         audio_channels=c.audio_channels)
         self.config = c
-        self.hop, self.latent_dim = c.hop, c.latent_dim
-        self.sample_rate, self.audio_channels = c.sample_rate, c.audio_channels
         k, feat = c.frames_per_latent, c.audio_channels * c.bins
         self.register_buffer("band_matrix", _log_bands(c.bins, 48), persistent=False)
         n_bands = self.band_matrix.shape[1]
@@ -242,26 +241,6 @@ class SpectralCodec(nn.Module):
         return torch.log(torch.fft.rfft(frames, dim=-1).abs() + c.log_floor)
 
     # ---- encoder -------------------------------------------------------------------------------
-
-    def _check_wave(self, wav: Tensor) -> None:
-        if not isinstance(wav, Tensor) or wav.dim() != 3 or wav.shape[1] != self.audio_channels:
-            shape = tuple(wav.shape) if isinstance(wav, Tensor) else type(wav).__name__
-            raise LivefoleyError(
-                f"the VAE encodes waveforms shaped (batch, {self.audio_channels}, samples); got {shape}")
-        n = wav.shape[-1]
-        if n == 0 or n % self.hop:
-            raise LivefoleyError(
-                f"got {n} samples; the VAE encodes whole frames of {self.hop} samples: pad to a multiple "
-                f"of {self.hop} (audio.vae.pad_to_hop) or cut the input to whole frames")
-        if not bool(torch.isfinite(wav).all()):
-            raise LivefoleyError("the waveform contains NaN or infinite samples; clean the input audio first")
-        self._check_batch(wav.shape[0])
-
-    def _check_batch(self, batch: int) -> None:
-        if self._stream is not None and batch != self._stream["batch"]:
-            raise LivefoleyError(
-                f"streaming was started for batch size {self._stream['batch']}, got a batch of {batch}; "
-                "open vae.streaming(batch_size) with the batch size you feed")
 
     def _encode_raw(self, wav: Tensor) -> Tensor:
         c = self.config
@@ -336,7 +315,6 @@ class SpectralCodec(nn.Module):
     def _new_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         c = self.config
         return {
-            "batch": batch,
             "enc_tail": torch.zeros(batch, c.audio_channels, c.lookahead, device=device, dtype=dtype),
             "history": torch.zeros(batch, c.latent_dim, c.context - 1, device=device, dtype=dtype),
             "phase": torch.zeros(batch, c.bins, device=device, dtype=torch.float64),
@@ -397,43 +375,23 @@ class SpectralCodec(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """``(B, latent_dim, T)`` → waveform ``(B, C, T · hop)`` (one latent at a time, so offline
         decoding and streaming are the same arithmetic)."""
-        if not isinstance(z, Tensor) or z.dim() != 3 or z.shape[1] != self.latent_dim or z.shape[-1] == 0:
-            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise LivefoleyError(f"the VAE decodes latents shaped (batch, {self.latent_dim}, frames>0); got {shape}")
-        self._check_batch(z.shape[0])
+        self._check_latents(z)
         p = self.dec_out[-1].weight
         st = self._stream if self._stream is not None else self._new_state(z.shape[0], p.device, p.dtype)
         z = z.to(p.dtype)
         return torch.cat([self._decode_one(z[..., t : t + 1], st) for t in range(z.shape[-1])], dim=-1)
 
-    def forward(self, wav: Tensor) -> Tensor:
-        return self.decode(self.encode(wav))
+    # ---- streaming state: the encoder's input tail, the decoder's context, phases and overlap ----
 
-    # ---- streaming -----------------------------------------------------------------------------
-
-    @property
-    def is_streaming(self) -> bool:
-        return self._stream is not None
-
-    @contextmanager
-    def streaming(self, batch_size: int = 1) -> Iterator[SpectralCodec]:
-        """Inside the block, :meth:`encode` and :meth:`decode` continue one stream per batch row."""
-        if self._stream is not None:
-            raise RuntimeError("this VAE is already streaming; leave the current streaming() block first")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def _start_stream(self, batch_size: int) -> None:
         p = self.dec_out[-1].weight
         self._stream = self._new_state(batch_size, p.device, p.dtype)
-        try:
-            yield self
-        finally:
-            self._stream = None
 
-    def reset_streaming(self) -> None:
-        """Zero every streaming state (start a new stream without leaving the block)."""
-        if self._stream is not None:
-            p = self.dec_out[-1].weight
-            self._stream = self._new_state(self._stream["batch"], p.device, p.dtype)
+    def _reset_stream(self) -> None:
+        self._start_stream(self._stream_batch)
+
+    def _stop_stream(self) -> None:
+        self._stream = None
 
     def num_parameters(self) -> dict[str, int]:
         enc = sum(p.numel() for n, p in self.named_parameters() if n.startswith("enc_"))

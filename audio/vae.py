@@ -34,7 +34,6 @@ import json
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audio.checkpoint import CheckpointFileError, describe_mismatch, read_safetensors, read_torch_file
+from audio.codec import StreamingCodec
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.files import atomic_path
@@ -667,54 +667,26 @@ _STATEFUL = (CausalConv1d, CausalConvTranspose1d)
 # --------------------------------------------------------------------------------------------
 
 
-class CausalVAE(nn.Module):
-    """Causal Oobleck VAE with a streaming mode.
+class CausalVAE(StreamingCodec):
+    """Causal Oobleck VAE with a streaming mode (the lifecycle and input checks of
+    :class:`~audio.codec.StreamingCodec`).
 
     * :meth:`encode` ``(B, C, N) → (B, latent_dim, N / hop)``: the bottleneck *mean* (deterministic).
     * :meth:`encode_dist` → ``(mean, logvar)``, logvar clamped to :data:`LOGVAR_RANGE` (training).
     * :meth:`decode` ``(B, latent_dim, T) → (B, C, T · hop)``.
     * ``with vae.streaming(batch_size):`` - consecutive calls continue one stream; the joined
       outputs equal one offline call over the joined inputs (any chunk size that is a whole
-      number of frames).
+      number of frames).  Every causal conv gets a zeroed, preallocated state (conv: input tail;
+      transposed conv: overlap-add tail) that is updated in place; leaving the block drops it.
+      Encoder and decoder states are independent, so one stream may encode and decode at once.
     """
 
     def __init__(self, config: VAEConfig) -> None:
-        super().__init__()
+        super().__init__(hop=config.hop, latent_dim=config.latent_dim, sample_rate=config.sample_rate,
+                         audio_channels=config.audio_channels)
         self.config = config
-        self.hop = config.hop
-        self.latent_dim = config.latent_dim
-        self.sample_rate = config.sample_rate
-        self.audio_channels = config.audio_channels
         self.encoder = OobleckEncoder(config)
         self.decoder = OobleckDecoder(config)
-        self._stream_batch: int | None = None
-
-    # ---- input checks at the edge ---------------------------------------------------------
-
-    def _check_wave(self, wav: Tensor) -> None:
-        if not isinstance(wav, Tensor) or wav.dim() != 3 or wav.shape[1] != self.audio_channels:
-            shape = tuple(wav.shape) if isinstance(wav, Tensor) else type(wav).__name__
-            raise LivefoleyError(
-                f"the VAE encodes waveforms shaped (batch, {self.audio_channels}, samples); got {shape}"
-            )
-        n = wav.shape[-1]
-        if n == 0 or n % self.hop:
-            raise LivefoleyError(
-                f"got {n} samples; the VAE encodes whole frames of {self.hop} samples: pad to a multiple "
-                f"of {self.hop} (audio.vae.pad_to_hop) or cut the input to whole frames"
-            )
-        if not bool(torch.isfinite(wav).all()):
-            raise LivefoleyError("the waveform contains NaN or infinite samples; clean the input audio first")
-        self._check_batch(wav.shape[0])
-
-    def _check_batch(self, batch: int) -> None:
-        if self._stream_batch is not None and batch != self._stream_batch:
-            raise LivefoleyError(
-                f"streaming was started for batch size {self._stream_batch}, got a batch of {batch}; "
-                "open vae.streaming(batch_size) with the batch size you feed"
-            )
-
-    # ---- public API ------------------------------------------------------------------------
 
     def encode_dist(self, wav: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, C, N)`` → ``(mean, logvar)``, each ``(B, latent_dim, N / hop)``; logvar clamped."""
@@ -730,54 +702,26 @@ class CausalVAE(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """``(B, latent_dim, T)`` → waveform ``(B, C, T · hop)``."""
-        if not isinstance(z, Tensor) or z.dim() != 3 or z.shape[1] != self.latent_dim or z.shape[-1] == 0:
-            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise LivefoleyError(
-                f"the VAE decodes latents shaped (batch, {self.latent_dim}, frames>0); got {shape}"
-            )
-        self._check_batch(z.shape[0])
+        self._check_latents(z)
         return self.decoder(z)
 
-    def forward(self, wav: Tensor) -> Tensor:
-        """Deterministic reconstruction: ``decode(encode(wav))``."""
-        return self.decode(self.encode(wav))
+    # ---- streaming state: one per causal conv --------------------------------------------------
 
-    # ---- streaming ---------------------------------------------------------------------------
+    def _stateful(self) -> Iterator[nn.Module]:
+        return (m for m in self.modules() if isinstance(m, _STATEFUL))
 
-    @property
-    def is_streaming(self) -> bool:
-        return self._stream_batch is not None
-
-    @contextmanager
-    def streaming(self, batch_size: int = 1) -> Iterator[CausalVAE]:
-        """Inside the block, :meth:`encode` and :meth:`decode` continue one stream per batch row.
-
-        Every causal conv gets a zeroed, preallocated state (conv: input tail; transposed conv:
-        overlap-add tail) that is updated in place; leaving the block drops it.  Encoder and
-        decoder states are independent, so one stream may encode and decode at the same time.
-        """
-        if self._stream_batch is not None:
-            raise RuntimeError("this VAE is already streaming; leave the current streaming() block first")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def _start_stream(self, batch_size: int) -> None:
         p = self.decoder.layers[0].weight_v
-        for m in self.modules():
-            if isinstance(m, _STATEFUL):
-                m.start_streaming(batch_size, device=p.device, dtype=p.dtype)
-        self._stream_batch = batch_size
-        try:
-            yield self
-        finally:
-            for m in self.modules():
-                if isinstance(m, _STATEFUL):
-                    m.stop_streaming()
-            self._stream_batch = None
+        for m in self._stateful():
+            m.start_streaming(batch_size, device=p.device, dtype=p.dtype)
 
-    def reset_streaming(self) -> None:
-        """Zero every streaming state (start a new stream without leaving the block)."""
-        for m in self.modules():
-            if isinstance(m, _STATEFUL):
-                m.reset_streaming()
+    def _reset_stream(self) -> None:
+        for m in self._stateful():
+            m.reset_streaming()
+
+    def _stop_stream(self) -> None:
+        for m in self._stateful():
+            m.stop_streaming()
 
     # ---- bookkeeping -------------------------------------------------------------------------
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audio.errors import LivefoleyError
 
-__all__ = ["StreamingCodec"]
+__all__ = ["StreamingCodec", "roundtrip"]
 
 
 class StreamingCodec(nn.Module):
@@ -115,3 +117,14 @@ class StreamingCodec(nn.Module):
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts of ``encoder``, ``decoder`` and ``total``."""
         raise NotImplementedError
+
+
+def roundtrip(codec: nn.Module, audio) -> np.ndarray:
+    """Audio ``(2, N)`` (numpy) through ``codec`` — encode the mean, decode — cut back to ``N``: what
+    the codec keeps of a sound (the ceiling of any model that speaks in its latents)."""
+    param = next(codec.parameters())
+    with torch.inference_mode():
+        wav = torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None]
+        wav = F.pad(wav, (0, -wav.shape[-1] % codec.hop))  # whole frames
+        out = codec.decode(codec.encode(wav.to(device=param.device, dtype=param.dtype)))
+    return out[0, :, : audio.shape[1]].float().cpu().numpy()

@@ -479,9 +479,9 @@ def monitor_ceiling(model: nn.Module, *, seconds: float = 10.0, seeds: Sequence[
     """Put held-out world clips through ``model`` (encode the mean, decode) and return the ceiling
     figures averaged over the clips: F1 at ±50 ms, pan accuracy, quiet-stretch contrast (and the
     ground truth's), MR-STFT and log-mel distances — a collapse shows within minutes."""
+    from audio.codec import roundtrip
     from audio.metrics import aggregate, evaluate_clip
     from capture.synthetic.world import world_audio
-    from plugin.commands.eval import vae_roundtrip
 
     n_frames = max(2, round(seconds * 30))
     clips = []
@@ -490,7 +490,7 @@ def monitor_ceiling(model: nn.Module, *, seconds: float = 10.0, seeds: Sequence[
     try:
         for seed in seeds:
             reference, events, quiet = world_audio(seed, n_frames)
-            through = vae_roundtrip(model, reference)
+            through = roundtrip(model, reference)
             clips.append(evaluate_clip(through, reference, events, quiet_spans=quiet))
     finally:
         model.train(was_training)

@@ -151,6 +151,25 @@ def _base() -> GeneratorConfig:
 MODEL_PRESETS = {"tiny": _tiny, "base": _base}
 
 
+def vision_input_size(model: str) -> tuple[int, int]:
+    """(h, w) the vision encoder of ``model`` (a preset name, ``default`` or a model folder) takes, read
+    from its config.json without loading the model; the `base` preset's 224×392 when there is no such
+    model (the command that loads it reports a bad model itself)."""
+    import json
+    from pathlib import Path
+
+    if model in MODEL_PRESETS:
+        return model_preset(model).vision.input_size
+    from model.generator import DEFAULT_MODEL_DIR
+
+    folder = DEFAULT_MODEL_DIR if model == "default" else Path(model)
+    try:
+        h, w = json.loads((folder / "config.json").read_text())["vision"]["input_size"]
+        return int(h), int(w)
+    except (OSError, ValueError, KeyError, TypeError):  # no such model: the base preset's size
+        return VISION_PRESETS["base"].input_size
+
+
 def model_preset(name: str) -> GeneratorConfig:
     try:
         return MODEL_PRESETS[name]()

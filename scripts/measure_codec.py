@@ -64,9 +64,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="clip length (default 20)")
     p.add_argument("--json", type=Path, help="write the rows as JSON here")
     args = p.parse_args()
+    from audio.codec import roundtrip
     from audio.vae import load_vae
     from capture.synthetic import world_audio
-    from plugin.commands.eval import vae_roundtrip
 
     n_frames = round(args.seconds * CONTRACT.fps)
     clips = [world_audio(s, n_frames) for s in args.seeds]
@@ -78,7 +78,7 @@ def main() -> int:
     for spec in args.codecs:
         vae = load_vae(spec)
         t = time.perf_counter()
-        rows[spec] = [evaluate_clip(vae_roundtrip(vae, ref), ref, ev, quiet_spans=q) for ref, ev, q in clips]
+        rows[spec] = [evaluate_clip(roundtrip(vae, ref), ref, ev, quiet_spans=q) for ref, ev, q in clips]
         timing[spec] = time.perf_counter() - t
     out = {name: {k: aggregate(r)[k] for k in KEYS} for name, r in rows.items()}
     print(f"{'row':40s} " + " ".join(f"{k:>18s}" for k in KEYS))

@@ -58,12 +58,12 @@ class ObsProcess:
         return "127.0.0.1"
 
     def target(self, password: str | None = None):
-        from plugin.obs.client import ObsTarget
+        from capture.obs.client import ObsTarget
 
         return ObsTarget(host=self.host, port=self.port, password=self.password if password is None else password)
 
     def client(self):
-        from plugin.obs.client import ObsClient
+        from capture.obs.client import ObsClient
 
         return ObsClient(target=self.target(), timeout=5.0).connect()
 

@@ -29,7 +29,7 @@ def _abgr(rgb) -> int:
 
 
 def _ensure_color(client, rgb=RGB) -> None:
-    from plugin.obs.client import ObsRequestError
+    from capture.obs.client import ObsRequestError
 
     try:
         client.call("SetInputSettings", {"inputName": COLOR, "inputSettings": {"color": _abgr(rgb)}})
@@ -102,7 +102,7 @@ def _tone(seconds: float, amp: float = 0.5) -> bytes:
 
 # ---------------------------------------------------------------------------------------------------
 def test_wrong_password_and_unreachable_are_clear(obs, cli_env):  # noqa: F811
-    from plugin.obs.client import ObsAuthError, ObsClient, ObsConnectionError, ObsTarget
+    from capture.obs.client import ObsAuthError, ObsClient, ObsConnectionError, ObsTarget
 
     with pytest.raises(ObsAuthError, match="password"):
         ObsClient(target=obs.target("not-the-password")).connect()
@@ -125,7 +125,7 @@ def test_wrong_password_and_unreachable_are_clear(obs, cli_env):  # noqa: F811
 
 def test_client_reconnects_after_timeout(obs):  # noqa: F811
     """A request that times out drops the connection; the next call reconnects and gets its own reply."""
-    from plugin.obs.client import ObsTimeoutError
+    from capture.obs.client import ObsTimeoutError
 
     with obs.client() as client:
         with pytest.raises(ObsTimeoutError):

@@ -188,20 +188,6 @@ def _row(name: str, kind: str, clips: list[dict], **extra) -> dict:
 
 
 # -------------------------------------------------------------------------------------- VAE ceiling
-def vae_roundtrip(vae, audio):
-    """Ground truth ``(2, N)`` through the VAE (encode the mean, decode), cut back to ``N``."""
-    import numpy as np
-    import torch
-
-    from audio.vae import pad_to_hop
-
-    param = next(vae.parameters())
-    with torch.inference_mode():
-        wav = pad_to_hop(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None])
-        out = vae.decode(vae.encode(wav.to(device=param.device, dtype=param.dtype)))
-    return out[0, :, : audio.shape[1]].float().cpu().numpy()
-
-
 # ---------------------------------------------------------------------------------- mode (a): model
 def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | None = None,
                   look: str = "world"):
@@ -222,6 +208,7 @@ def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | 
 def _run_model(args, cfg) -> dict:
     from tqdm import tqdm
 
+    from audio.codec import roundtrip
     from audio.contract import CONTRACT
     from audio.metrics import evaluate_clip
     from capture.synthetic import world_audio
@@ -280,7 +267,7 @@ def _run_model(args, cfg) -> dict:
                     plot_data["generated"][name] = audio
             if args.vae_ceiling:
                 t = time.perf_counter()
-                through = vae_roundtrip(gen.vae, reference)
+                through = roundtrip(gen.vae, reference)
                 ceiling_s += time.perf_counter() - t
                 per_row["vae ceiling"].append(
                     {**clip_id, **evaluate_clip(through, reference, events, quiet_spans=quiet, config=cfg)})
@@ -411,6 +398,7 @@ def _video_thumbnails(path: Path, n_frames: int, size: tuple[int, int]):
 
 
 def _run_files(args, cfg) -> dict:
+    from audio.codec import roundtrip
     from audio.contract import CONTRACT
     from audio.io import read_audio
     from audio.metrics import evaluate_clip
@@ -443,7 +431,7 @@ def _run_files(args, cfg) -> dict:
             {**clip_id, **evaluate_clip(generated, reference, events, quiet_spans=quiet, config=cfg)})
         through = None
         if gen is not None:
-            through = vae_roundtrip(gen.vae, reference)
+            through = roundtrip(gen.vae, reference)
             rows_clips["vae ceiling"].append(
                 {**clip_id, **evaluate_clip(through, reference, events, quiet_spans=quiet, config=cfg)})
         if args.plot is not None and k == 0:

@@ -104,8 +104,8 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
         finish: Callable[[dict], None] | None = None) -> int:
     """``livefoley live``; ``source_options`` go to the source's factory, ``finish(stats)`` may add to
     the run's statistics before they are written (``livefoley obs live`` uses both)."""
-    from capture.obs import model_input_size
     from capture.registry import parse_source
+    from model.config import vision_input_size
     from plugin.engine import EngineConfig, LiveEngine, PolicyConfig
     from plugin.options import check_output
 
@@ -120,8 +120,11 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
     for out in outputs:
         check_output(out, inputs=inputs, overwrite=getattr(args, "overwrite", False), what="the recording")
     options = dict(source_options or {})
-    if kind == "obs":  # OBS scales its screenshots to the model's input
-        options.setdefault("input_size", model_input_size(args.model))
+    if kind == "obs":  # where OBS is (environment, saved settings, prompt); screenshots at the model's size
+        from plugin.obs.target import resolve_target
+
+        options.setdefault("target", resolve_target())
+        options.setdefault("input_size", vision_input_size(args.model))
     config = EngineConfig(
         source=args.source, source_options=options, sinks=tuple(args.sink or ["device"]), record=args.record,
         duration_s=args.duration, model=args.model, device=args.device, dinov2_weights=args.dinov2_weights,

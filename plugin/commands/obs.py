@@ -89,7 +89,8 @@ def register(subparsers) -> None:
 
 
 def _client(args):
-    from plugin.obs.client import ObsClient, resolve_target
+    from capture.obs.client import ObsClient
+    from plugin.obs.target import resolve_target
 
     return ObsClient(target=resolve_target(args.host, args.port)).connect()
 
@@ -145,8 +146,8 @@ def run_setup(args: argparse.Namespace) -> int:
 
 def run_live(args: argparse.Namespace) -> int:
     from plugin.commands import live
-    from plugin.obs.client import resolve_target
     from plugin.obs.settings import update_settings
+    from plugin.obs.target import resolve_target
 
     name = args.source
     if name.startswith("obs:"):

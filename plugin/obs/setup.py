@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugin.obs.client import NOT_FOUND, ObsClient, ObsError, ObsRequestError
+from capture.obs.client import NOT_FOUND, ObsClient, ObsError, ObsRequestError
 from plugin.obs.settings import DEFAULT_DELAY_MS, MAX_DELAY_MS
 
 log = logging.getLogger(__name__)

@@ -22,16 +22,15 @@ source fails with a :class:`~capture.base.CaptureError` that says so (the live e
 and finalises its recording).  A source that does not exist (at open, or deleted while running)
 is an error listing the sources that do.
 
-Options (``open_source("obs:NAME", **options)``): ``host``, ``port``, ``password`` (else
-:func:`plugin.obs.client.resolve_target`: ``LIVEFOLEY_OBS_*`` environment, saved settings, prompt),
-``target`` (a resolved :class:`plugin.obs.client.Target`), ``input_size`` ((h, w); default: the
-installed default model's, else 224×392; ``livefoley live`` passes its model's), ``fps``, ``quality``
+Options (``open_source("obs:NAME", **options)``): ``target`` (an :class:`~capture.obs.client.ObsTarget`:
+where OBS is and its password; the application resolves it — ``livefoley live`` with
+:func:`plugin.obs.target.resolve_target` — and the source refuses to guess), ``input_size`` ((h, w)
+the screenshots must fit in; the caller passes its model's, default 224×392), ``fps``, ``quality``
 (JPEG 1–100), ``timeout`` (per request), ``max_gap_s``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -40,37 +39,11 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from capture.base import CaptureError, Frame, FrameSource
+from capture.obs.client import ObsClient, ObsConnectionError, ObsRequestError, ObsTarget
 
 log = logging.getLogger(__name__)
 
-FALLBACK_INPUT_SIZE = (224, 392)  # the `base` preset's (h, w)
-
-
-def default_input_size() -> tuple[int, int]:
-    """(h, w) of the installed default model (its config.json, read without loading the model), else
-    224×392."""
-    return model_input_size("default")
-
-
-def model_input_size(model: str) -> tuple[int, int]:
-    """(h, w) the vision encoder of ``model`` (a preset name, ``default`` or a model folder) takes,
-    read without loading the model; 224×392 when there is no such model (no default installed, a
-    bad folder: the engine reports a bad model itself)."""
-    from pathlib import Path
-
-    from model.config import MODEL_PRESETS, model_preset
-
-    if model in MODEL_PRESETS:
-        return tuple(model_preset(model).vision.input_size)  # type: ignore[return-value]
-    try:
-        if model == "default":
-            from model.generator import DEFAULT_MODEL_DIR as folder
-        else:
-            folder = Path(model)
-        h, w = json.loads((folder / "config.json").read_text())["vision"]["input_size"]
-        return int(h), int(w)
-    except Exception:  # noqa: BLE001 - no such model: the fallback size
-        return FALLBACK_INPUT_SIZE
+DEFAULT_INPUT_SIZE = (224, 392)  # the `base` preset's (h, w); callers pass their model's
 
 
 class ObsSource(FrameSource):
@@ -82,6 +55,9 @@ class ObsSource(FrameSource):
                  reconnect_min_s: float = 0.1, reconnect_max_s: float = 2.0, max_gap_s: float = 60.0) -> None:
         if not source:
             raise CaptureError("obs: needs a source name, e.g. obs:Game; list them with `livefoley obs sources`")
+        if not isinstance(target, ObsTarget):
+            raise CaptureError(f"obs:{source}: needs target=ObsTarget(host, port, password) — where OBS is "
+                               "(plugin.obs.target.resolve_target finds it as `livefoley live` does)")
         if not fps > 0:
             raise CaptureError(f"obs:{source}: fps must be > 0; got {fps}")
         if not 1 <= int(quality) <= 100:
@@ -96,7 +72,7 @@ class ObsSource(FrameSource):
         self.reconnect_max_s = float(reconnect_max_s)
         self.max_gap_s = float(max_gap_s)
         self._target = target
-        self.input_size = tuple(int(v) for v in (input_size or default_input_size()))
+        self.input_size = tuple(int(v) for v in (input_size or DEFAULT_INPUT_SIZE))
         self._client = None
         self._ask: dict[str, int] = {"width": self.input_size[1]}
         self._first: float | None = None
@@ -113,10 +89,6 @@ class ObsSource(FrameSource):
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
-        from plugin.obs.client import ObsClient, ObsRequestError, resolve_target
-
-        if self._target is None:
-            self._target = resolve_target()
         self._client = ObsClient(target=self._target, timeout=max(self.timeout, 2.0))
         self._client.connect()  # a clear ObsError (not reachable / password) propagates as is
         try:
@@ -166,7 +138,6 @@ class ObsSource(FrameSource):
                             "Use obs:NAME with one of these (`livefoley obs sources` lists them)")
 
     def read(self) -> Frame | None:
-        from plugin.obs.client import ObsConnectionError, ObsRequestError
 
         if self._client is None:
             raise CaptureError(f"{self.name}: read() before open()")
@@ -244,19 +215,12 @@ def from_spec(arg: str | None, **options: Any) -> ObsSource:
     """``obs:NAME`` → an unopened :class:`ObsSource` (options: see the module docstring)."""
     if not arg:
         raise CaptureError("obs: needs a source name, e.g. obs:Game; list them with `livefoley obs sources`")
-    opts = dict(options)
-    target = opts.pop("target", None)
-    host, port, password = opts.pop("host", None), opts.pop("port", None), opts.pop("password", None)
-    if target is None and (host is not None or port is not None or password is not None):
-        from plugin.obs.client import resolve_target
-
-        target = resolve_target(host, port, password=password)
-    known = {"input_size", "fps", "quality", "timeout", "reconnect_min_s", "reconnect_max_s", "max_gap_s"}
-    unknown = set(opts) - known
+    known = {"target", "input_size", "fps", "quality", "timeout", "reconnect_min_s", "reconnect_max_s", "max_gap_s"}
+    unknown = set(options) - known
     if unknown:
         raise CaptureError(f"obs:{arg}: unknown option(s) {', '.join(sorted(unknown))}; valid: "
-                           f"host, port, password, {', '.join(sorted(known))}")
-    return ObsSource(source=arg, target=target, **opts)
+                           f"{', '.join(sorted(known))}")
+    return ObsSource(source=arg, **options)
 
 
-__all__ = ["ObsSource", "default_input_size", "from_spec", "model_input_size"]
+__all__ = ["DEFAULT_INPUT_SIZE", "ObsSource", "from_spec"]

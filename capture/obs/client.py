@@ -18,19 +18,16 @@ or home when host/port/password are not passed.  :class:`ObsClient` fixes each:
 * host, port and password are always passed explicitly (no config.toml), and the ``obsws_python``
   logger is raised to CRITICAL so the password never reaches a log.
 
-The password comes from ``LIVEFOLEY_OBS_PASSWORD`` or, on a terminal, an interactive prompt
-(:func:`resolve_target`); never from the command line, and it is never logged or saved
-(:class:`ObsTarget`'s repr hides it).
+Where OBS is and its password come as an :class:`ObsTarget`, resolved by the application layer
+(:func:`plugin.obs.target.resolve_target`: environment, saved settings, prompt); the password never
+comes from the command line, and it is never logged or saved (:class:`ObsTarget`'s repr hides it).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import getpass
 import logging
-import os
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,9 +36,7 @@ from audio.errors import LivefoleyError
 
 log = logging.getLogger(__name__)
 
-PASSWORD_ENV = "LIVEFOLEY_OBS_PASSWORD"
-HOST_ENV = "LIVEFOLEY_OBS_HOST"
-PORT_ENV = "LIVEFOLEY_OBS_PORT"
+PASSWORD_ENV = "LIVEFOLEY_OBS_PASSWORD"  # named in the errors; read by plugin.obs.target.resolve_target
 DEFAULT_TIMEOUT_S = 2.0
 
 # obsws-python logs "Connecting with parameters: ... password='…'" at INFO and every failure with
@@ -92,53 +87,6 @@ class ObsTarget:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-_password_cache: dict[tuple[str, int], str] = {}
-_cache_lock = threading.Lock()
-
-
-def resolve_target(host: str | None = None, port: int | None = None, *, password: str | None = None,
-                   prompt: bool | None = None) -> ObsTarget:
-    """The OBS to talk to: ``host``/``port`` given, else ``LIVEFOLEY_OBS_HOST``/``_PORT``, else the saved
-    settings, else localhost:4455.  The password: ``password`` given (programmatic use), else
-    ``LIVEFOLEY_OBS_PASSWORD``, else an interactive prompt when ``prompt`` (default: stdin is a
-    terminal), else none (fine when OBS has authentication off).  A prompted password is kept in
-    this process's memory only, so one run asks once."""
-    from plugin.obs.settings import load_settings
-
-    saved = None
-    if host is None or port is None:
-        saved = load_settings()
-    host = host or os.environ.get(HOST_ENV) or (saved.host if saved else "localhost")
-    if port is None:
-        env_port = os.environ.get(PORT_ENV)
-        if env_port:
-            try:
-                port = int(env_port)
-            except ValueError:
-                raise ObsError(f"{PORT_ENV}={env_port!r} is not a port number") from None
-        else:
-            port = saved.port if saved else 4455
-    if not 0 < int(port) < 65536:
-        raise ObsError(f"OBS websocket port must be 1–65535; got {port}")
-    key = (host, int(port))
-    if password is None:
-        password = os.environ.get(PASSWORD_ENV)
-    if password is None:
-        with _cache_lock:
-            password = _password_cache.get(key)
-    if password is None:
-        if prompt is None:
-            prompt = sys.stdin is not None and sys.stdin.isatty()
-        if prompt:
-            password = getpass.getpass(f"OBS websocket password for {host}:{port} (Tools → WebSocket "
-                                       f"Server Settings; empty if none; or set {PASSWORD_ENV}): ")
-            with _cache_lock:
-                _password_cache[key] = password
-        else:
-            password = ""
-    return ObsTarget(host=host, port=int(port), password=password)
 
 
 class ObsClient:
@@ -312,4 +260,4 @@ def _is_listening(target: ObsTarget, timeout: float) -> bool:
 
 
 __all__ = ["NOT_FOUND", "PASSWORD_ENV", "ObsAuthError", "ObsClient", "ObsConnectionError", "ObsError",
-           "ObsRequestError", "ObsTarget", "ObsTimeoutError", "resolve_target"]
+           "ObsRequestError", "ObsTarget", "ObsTimeoutError"]

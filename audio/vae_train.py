@@ -436,11 +436,8 @@ class VAETrainer:
         losses["latent_std"] = mean.std()
         return {k: float(v.detach()) for k, v in losses.items()}
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = min(self.config.ema_beta, 1.0 - (1.0 + self.step) ** -self.config.ema_power)
-        for pe, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-            pe.lerp_(p.detach(), 1.0 - decay)
+        ema_update(self.ema, self.model, min(self.config.ema_beta, 1.0 - (1.0 + self.step) ** -self.config.ema_power))
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -465,6 +462,16 @@ class VAETrainer:
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         self.step = int(state["step"])
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema ← decay · ema + (1 − decay) · model`` for every parameter; buffers copied (the one EMA
+    of both trainers: this codec's and the generator's, model/training/trainer.py)."""
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
 
 
 # ---- the run -----------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ waveform-level = token-level + decoding ``x_i`` to samples (REFERENCE.md, Table 
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.files import atomic_path
-from plugin.demo import percentiles
+from audio.measure import peak_rss_mib, percentiles
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def run_bench(cfg: BenchConfig, *, progress=None) -> dict:
     for nfe in nfes:
         for w in cfgs:
             rows.append(_bench_one(gen, frames, nfe=nfe, cfg=w, warmup=cfg.warmup, seed=cfg.seed, progress=progress))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
+    peak = peak_rss_mib()
     return {
         "model": gen.config.name, "device": str(gen.device), "device_name": _device_name(gen.device),
         "dtype": cfg.dtype, "vision_dtype": gen.model.tokenizer.config.dtype,

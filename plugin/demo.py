@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from audio.contract import CONTRACT
+from audio.measure import percentiles
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,6 @@ class DemoConfig:
     video: Path = Path("livefoley-demo.mp4")
     png: Path | None = Path("livefoley-demo.png")
     play: bool = False
-
-
-def percentiles(values: list[float]) -> dict:
-    """p50 / p95 / p99 / max / mean of a list of milliseconds (the summary every command prints)."""
-    a = np.asarray(values, dtype=np.float64)
-    if a.size == 0:
-        return {}
-    return {"mean": float(a.mean()), "std": float(a.std()), "p50": float(np.percentile(a, 50)),
-            "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
 
 
 def run_demo(cfg: DemoConfig, *, progress=None) -> dict:

@@ -111,7 +111,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -123,6 +122,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.measure import rss_mib
 
 log = logging.getLogger(__name__)
 
@@ -386,18 +386,6 @@ class _Series:
         p50, p95 = np.percentile(v, [50, 95])
         return {"n": self.n, "p50": round(float(p50), 2), "p95": round(float(p95), 2),
                 "max": round(float(self.max), 2), "mean": round(self.sum / self.n, 2)}
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MiB (Linux /proc; elsewhere the peak from getrusage)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def check_volume(volume: float) -> float:
@@ -819,7 +807,7 @@ class LiveEngine:
             capture.start()
             self._capture = capture
             self._started_at = time.monotonic()
-            self._rss_start = rss_mb()
+            self._rss_start = rss_mib()
             self._started_ok = True
             self._ready.set()
             self._loop(session, sinks, capture)
@@ -1024,7 +1012,7 @@ class LiveEngine:
             self._stop_evt.set()
             inbox.close()
             dispatcher.join(5)
-            self._rss.add(rss_mb())
+            self._rss.add(rss_mib())
 
     def _slots(self, session, sinks, device, inbox, live, cushion, hop, limit) -> None:
         cfg = self.config
@@ -1141,7 +1129,7 @@ class LiveEngine:
                 log.info("degradation: rung %s after %d slots", policy.rung.name, slot)
                 self._apply_rung(session)
             if slot % 300 == 0:
-                self._rss.add(rss_mb())
+                self._rss.add(rss_mib())
 
     def _pace_to_device(self, device, target: int) -> None:
         """Non-live sources with a device: wait until the ring has room down to ``target`` samples."""
@@ -1369,4 +1357,4 @@ def _set_thread_torch_threads(n: int) -> None:
 
 
 __all__ = ["DegradationPolicy", "EngineConfig", "EngineError", "LiveEngine", "PolicyConfig", "Rung",
-           "build_ladder", "rss_mb"]
+           "build_ladder"]

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import queue
-import resource
 import sys
 import threading
 import time
@@ -43,6 +42,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.measure import peak_rss_mib
 from plugin.options import check_writable, same_file
 
 log = logging.getLogger(__name__)
@@ -181,12 +181,6 @@ class GenerateReport:
             },
             "failures": [{"input": r.input, "error": r.error} for r in self.failed],
         }
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def cpu_threads(requested: int | None) -> int:

@@ -34,6 +34,7 @@ from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.files import atomic_path
 from audio.vae import load_vae
+from audio.vae_train import ema_update
 from model.config import GeneratorConfig
 from model.generator import Generator, _load_state, build_model, save_model
 from model.training.cache import FeatureCache, latent_stats
@@ -235,7 +236,7 @@ def train(
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         opt.step()
-        _ema_update(ema, model, tc.ema_decay)
+        ema_update(ema, model, tc.ema_decay)
         done = step + 1
         if d.main:
             record = {"step": done, "loss": loss.item(), "grad_norm": float(gnorm), "lr": lr_at(step, tc)}
@@ -265,14 +266,6 @@ def train(
 def _forward(net, grids, latents, prev, tc: TrainConfig, step: int, g: torch.Generator) -> torch.Tensor:
     """Through ``net(...)`` so that DDP all-reduces the gradients."""
     return net(grids, latents, stage=tc.stage, ect_stage=step // tc.ect_stage_interval, prev_grid=prev, generator=g)
-
-
-@torch.no_grad()
-def _ema_update(ema, model, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-        pe.lerp_(pm.detach(), 1 - decay)
-    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
-        be.copy_(bm)
 
 
 @torch.no_grad()

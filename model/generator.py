@@ -101,7 +101,7 @@ class Generator:
         self.config: GeneratorConfig = model.config
         # a diffusion-stage model has one valid NFE (its Heun schedule), whatever default_nfe says
         self.nfe = self.config.default_nfe if self.config.default_nfe in self.valid_nfe else self.valid_nfe[0]
-        self.cfg = self.config.guidance
+        self.guidance = self.config.guidance
 
     @property
     def valid_nfe(self) -> tuple[int, ...]:
@@ -125,10 +125,10 @@ class Generator:
             )
         return nfe
 
-    def stream(self, *, seed: int = 0, nfe: int | None = None, cfg: float | None = None,
+    def stream(self, *, seed: int = 0, nfe: int | None = None, guidance: float | None = None,
                timing: bool = True) -> StreamSession:
         return StreamSession(self, seed=seed, nfe=self.nfe if nfe is None else nfe,
-                             cfg=self.cfg if cfg is None else cfg, timing=timing)
+                             guidance=self.guidance if guidance is None else guidance, timing=timing)
 
     @torch.inference_mode()
     def tokenize(self, frames: Iterable, *, batch_size: int = 32) -> Iterator[Tensor]:
@@ -152,18 +152,18 @@ class Generator:
         if batch:
             yield flush()
 
-    def generate(self, frames: Iterable, *, seed: int = 0, nfe: int | None = None, cfg: float | None = None,
+    def generate(self, frames: Iterable, *, seed: int = 0, nfe: int | None = None, guidance: float | None = None,
                  batch_size: int = 32, progress=None) -> np.ndarray:
         """Offline: frames (any iterable of RGB arrays / Frames) → float32 audio (2, 1600·T)."""
         return self.generate_from_tokens(self.tokenize(frames, batch_size=batch_size), seed=seed, nfe=nfe,
-                                         cfg=cfg, progress=progress)
+                                         guidance=guidance, progress=progress)
 
     def generate_from_tokens(self, token_blocks: Iterable[Tensor], *, seed: int = 0, nfe: int | None = None,
-                             cfg: float | None = None, progress=None) -> np.ndarray:
+                             guidance: float | None = None, progress=None) -> np.ndarray:
         """The autoregressive loop over blocks of vision tokens ((n, d_token) each, in frame order, as
         :meth:`tokenize` yields them) → float32 audio (2, 1600·T); ``progress(n)`` after each block."""
         chunks: list[np.ndarray] = []
-        with self.stream(seed=seed, nfe=nfe, cfg=cfg, timing=False) as session:
+        with self.stream(seed=seed, nfe=nfe, guidance=guidance, timing=False) as session:
             for tokens in token_blocks:
                 # only the latent is fed back, so the VAE decodes the whole block in one call
                 # (the streaming decoder gives the same samples for any chunking)
@@ -196,11 +196,11 @@ class StepStats:
 class StreamSession:
     """One causal stream: fresh KV cache, conv states, previous grid and seeded noise."""
 
-    def __init__(self, gen: Generator, *, seed: int, nfe: int, cfg: float, timing: bool) -> None:
+    def __init__(self, gen: Generator, *, seed: int, nfe: int, guidance: float, timing: bool) -> None:
         self.gen = gen
         self.seed = seed
         self.nfe = gen.check_nfe(nfe)
-        self.cfg = float(cfg)
+        self.guidance = float(guidance)
         self.clock = _Clock(gen.device, timing)
         self._stack: ExitStack | None = None
         self.frames = 0
@@ -237,12 +237,12 @@ class StreamSession:
             self.gen.vae.reset_streaming()
             self._start()
 
-    def configure(self, *, nfe: int | None = None, cfg: float | None = None) -> None:
+    def configure(self, *, nfe: int | None = None, guidance: float | None = None) -> None:
         """Change NFE / guidance between frames without losing the stream state."""
         if nfe is not None:
             self.nfe = self.gen.check_nfe(nfe)
-        if cfg is not None:
-            self.cfg = float(cfg)
+        if guidance is not None:
+            self.guidance = float(guidance)
 
     @property
     def stats(self) -> StepStats:
@@ -274,10 +274,10 @@ class StreamSession:
         m = self.gen.model
         if self.pending is not None:  # 1. feed x_{i-1}
             self.z_a = m.transformer.step(m.audio_in(self.pending).view(1, 1, -1))[:, 0]
-        guided = self.cfg != 1.0
+        guided = self.guidance != 1.0
         dtype = m.vision_in.weight.dtype  # the compute dtype (see Generator.set_compute_dtype)
         z = m.transformer.step(m.embed_vision(v_token.view(1, -1).to(dtype), guided=guided))  # 3. (1, G, d)
-        z_v = z[:, 1] + self.cfg * (z[:, 0] - z[:, 1]) if guided else z[:, 0]
+        z_v = z[:, 1] + self.guidance * (z[:, 0] - z[:, 1]) if guided else z[:, 0]
         self.clock.lap("transformer")
         draws = m.head.noise_draws(self.nfe)
         noise = torch.randn((draws, 1, CONTRACT.latent_dim), generator=self.noise).to(self.gen.device, dtype)

@@ -41,7 +41,7 @@ class BenchConfig:
     frames: int = 300
     warmup: int = 30
     nfes: tuple[int, ...] = ()  # () = every NFE the model supports
-    cfgs: tuple[float, ...] = ()  # () = the model's ω and 1 (off)
+    guidances: tuple[float, ...] = ()  # ω values (--cfg); () = the model's ω and 1 (off)
     device: str = "auto"
     dtype: str = "fp32"  # transformer / head / VAE compute dtype
     vision_dtype: str | None = None  # None = the model's own choice
@@ -76,31 +76,32 @@ def capture_frames(spec: str, n: int, size: tuple[int, int]) -> tuple[list[np.nd
     return frames, ms
 
 
-def run_bench(cfg: BenchConfig, *, progress=None) -> dict:
+def run_bench(config: BenchConfig, *, progress=None) -> dict:
     import torch
 
     from model.generator import load_generator
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    gen = load_generator(cfg.model, device=cfg.device, vision_dtype=cfg.vision_dtype,
-                         dinov2_weights=cfg.dinov2_weights)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    gen = load_generator(config.model, device=config.device, vision_dtype=config.vision_dtype,
+                         dinov2_weights=config.dinov2_weights)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.dtype]
     if dtype != torch.float32:
         gen.set_compute_dtype(dtype)
-    frames, capture_ms = capture_frames(cfg.source, cfg.frames + cfg.warmup, cfg.size)
-    nfes = cfg.nfes or gen.valid_nfe
-    cfgs = cfg.cfgs or tuple(dict.fromkeys((gen.cfg, 1.0)))
+    frames, capture_ms = capture_frames(config.source, config.frames + config.warmup, config.size)
+    nfes = config.nfes or gen.valid_nfe
+    guidances = config.guidances or tuple(dict.fromkeys((gen.guidance, 1.0)))
     rows = []
     for nfe in nfes:
-        for w in cfgs:
-            rows.append(_bench_one(gen, frames, nfe=nfe, cfg=w, warmup=cfg.warmup, seed=cfg.seed, progress=progress))
+        for w in guidances:
+            rows.append(_bench_one(gen, frames, nfe=nfe, guidance=w, warmup=config.warmup, seed=config.seed,
+                                   progress=progress))
     peak = peak_rss_mib()
     return {
         "model": gen.config.name, "device": str(gen.device), "device_name": _device_name(gen.device),
-        "dtype": cfg.dtype, "vision_dtype": gen.model.tokenizer.config.dtype,
-        "threads": torch.get_num_threads(), "source": cfg.source, "size": list(cfg.size),
-        "frames": cfg.frames, "warmup": cfg.warmup, "budget_ms": CONTRACT.frame_ms,
+        "dtype": config.dtype, "vision_dtype": gen.model.tokenizer.config.dtype,
+        "threads": torch.get_num_threads(), "source": config.source, "size": list(config.size),
+        "frames": config.frames, "warmup": config.warmup, "budget_ms": CONTRACT.frame_ms,
         "capture_ms": percentiles(capture_ms), "peak_rss_mb": peak,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if gen.device.type == "cuda" else None,
         "rows": rows, "paper_table6": {str(k): v for k, v in PAPER_TABLE6.items()},
@@ -117,11 +118,11 @@ def _device_name(device) -> str:
     return platform.processor() or platform.machine()
 
 
-def _bench_one(gen, frames, *, nfe: int, cfg: float, warmup: int, seed: int, progress) -> dict:
+def _bench_one(gen, frames, *, nfe: int, guidance: float, warmup: int, seed: int, progress) -> dict:
     comps: dict[str, list[float]] = {}
     token, wave = [], []
     t_start = 0.0
-    with gen.stream(seed=seed, nfe=nfe, cfg=cfg, timing=True) as session:
+    with gen.stream(seed=seed, nfe=nfe, guidance=guidance, timing=True) as session:
         for i, frame in enumerate(frames):
             if i == warmup:
                 t_start = time.perf_counter()
@@ -137,7 +138,7 @@ def _bench_one(gen, frames, *, nfe: int, cfg: float, warmup: int, seed: int, pro
     wall = time.perf_counter() - t_start
     n = len(frames) - warmup
     row = {
-        "nfe": nfe, "cfg": cfg, "token_ms": percentiles(token), "waveform_ms": percentiles(wave),
+        "nfe": nfe, "cfg": guidance, "token_ms": percentiles(token), "waveform_ms": percentiles(wave),
         "components_ms": {k: percentiles(v) for k, v in comps.items()},
         "head_per_eval_ms": float(np.median(comps["head"])) / nfe if "head" in comps else None,
         "under_budget": float(np.mean(np.asarray(wave) < CONTRACT.frame_ms)),

@@ -30,7 +30,7 @@ class DemoConfig:
     seed: int = 7
     size: tuple[int, int] = (640, 360)
     nfe: int | None = None
-    cfg: float | None = None
+    guidance: float | None = None  # ω (--cfg)
     device: str = "auto"
     dinov2_weights: str | None = None
     video: Path = Path("livefoley-demo.mp4")
@@ -38,15 +38,15 @@ class DemoConfig:
     play: bool = False
 
 
-def run_demo(cfg: DemoConfig, *, progress=None) -> dict:
+def run_demo(config: DemoConfig, *, progress=None) -> dict:
     from audio.media import write_video
     from capture.synthetic.world import World
     from model.generator import load_generator
 
-    gen = load_generator(cfg.model, device=cfg.device, dinov2_weights=cfg.dinov2_weights)
-    world = World(cfg.seed, width=cfg.size[0], height=cfg.size[1])
-    n = max(1, round(cfg.seconds * CONTRACT.fps))
-    sink = _open_device() if cfg.play else None
+    gen = load_generator(config.model, device=config.device, dinov2_weights=config.dinov2_weights)
+    world = World(config.seed, width=config.size[0], height=config.size[1])
+    n = max(1, round(config.seconds * CONTRACT.fps))
+    sink = _open_device() if config.play else None
     frames: list[np.ndarray] = []
     generated: list[np.ndarray] = []
     reference: list[np.ndarray] = []
@@ -54,7 +54,7 @@ def run_demo(cfg: DemoConfig, *, progress=None) -> dict:
     wave_ms: list[float] = []
     t0 = time.monotonic()
     try:
-        with gen.stream(seed=cfg.seed, nfe=cfg.nfe, cfg=cfg.cfg) as session:
+        with gen.stream(seed=config.seed, nfe=config.nfe, guidance=config.guidance) as session:
             for i in range(n):
                 frame, truth, _ = world.step()
                 if sink is not None:  # live: the world shows frame i at t0 + i/30
@@ -76,23 +76,24 @@ def run_demo(cfg: DemoConfig, *, progress=None) -> dict:
             sink.close()
     wall = time.monotonic() - t0
     audio = np.concatenate(generated, axis=1)
-    write_video(cfg.video, frames, fps=CONTRACT.fps, audio=audio)
-    if cfg.png is not None:
+    write_video(config.video, frames, fps=CONTRACT.fps, audio=audio)
+    if config.png is not None:
         from audio.plots import plot_clip, thumbnail_count
 
-        k = thumbnail_count(*cfg.size)
+        k = thumbnail_count(*config.size)
         picks = np.linspace(0, n - 1, k).round().astype(int)
-        plot_clip(cfg.png, generated={f"livefoley ({gen.config.name})": audio},
+        plot_clip(config.png, generated={f"livefoley ({gen.config.name})": audio},
                   reference=np.concatenate(reference, axis=1), events=world.events,
                   thumbnails=[(i / CONTRACT.fps, frames[i]) for i in picks],
-                  title=f"livefoley demo — synthetic world seed {cfg.seed}")
+                  title=f"livefoley demo — synthetic world seed {config.seed}")
     return {
         "model": gen.config.name, "device": str(gen.device), "frames": n, "seconds": n / CONTRACT.fps,
-        "nfe": gen.nfe if cfg.nfe is None else cfg.nfe, "cfg": gen.cfg if cfg.cfg is None else cfg.cfg,
+        "nfe": gen.nfe if config.nfe is None else config.nfe,
+        "cfg": gen.guidance if config.guidance is None else config.guidance,
         "wall_s": wall, "realtime_factor": (n / CONTRACT.fps) / wall,
         "token_ms": percentiles(token_ms), "waveform_ms": percentiles(wave_ms),
         "under_budget": float(np.mean(np.asarray(wave_ms) < CONTRACT.frame_ms)),
-        "played": sink is not None, "video": str(cfg.video), "png": str(cfg.png) if cfg.png else None,
+        "played": sink is not None, "video": str(config.video), "png": str(config.png) if config.png else None,
     }
 
 

@@ -146,12 +146,12 @@ class Rung:
     name: str
     wait_for_vision: bool
     nfe: int | None = None
-    cfg: float | None = None
+    guidance: float | None = None
     vision_every: int = 1
 
 
-def build_ladder(*, nfe: int, cfg: float, valid_nfe: tuple[int, ...]) -> list[Rung]:
-    """The rungs for a model configured with ``nfe`` / ``cfg`` (see the module docstring);
+def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> list[Rung]:
+    """The rungs for a model configured with ``nfe`` / ``guidance`` ω (see the module docstring);
     rungs that would change nothing are left out."""
     rungs = [Rung("full", True)]
     low_nfe: int | None = None
@@ -159,13 +159,14 @@ def build_ladder(*, nfe: int, cfg: float, valid_nfe: tuple[int, ...]) -> list[Ru
         low_nfe = min(valid_nfe)
         rungs.append(Rung(f"nfe-{low_nfe}", True, nfe=low_nfe))
     rungs.append(Rung("vision/2", True, nfe=low_nfe, vision_every=2))
-    no_cfg = 1.0 if cfg != 1.0 else None
-    if no_cfg is not None:
-        rungs.append(Rung("cfg-off", True, nfe=low_nfe, cfg=no_cfg, vision_every=2))
-    rungs.append(Rung("vision/4", True, nfe=low_nfe, cfg=no_cfg, vision_every=4))
-    rungs.append(Rung("vision/8", True, nfe=low_nfe, cfg=no_cfg, vision_every=8))
+    no_guidance = 1.0 if guidance != 1.0 else None
+    if no_guidance is not None:
+        rungs.append(Rung("cfg-off", True, nfe=low_nfe, guidance=no_guidance, vision_every=2))
+    rungs.append(Rung("vision/4", True, nfe=low_nfe, guidance=no_guidance, vision_every=4))
+    rungs.append(Rung("vision/8", True, nfe=low_nfe, guidance=no_guidance, vision_every=8))
     for k in (1, 4, 8):
-        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, cfg=no_cfg, vision_every=k))
+        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance,
+                          vision_every=k))
     return rungs
 
 
@@ -295,7 +296,7 @@ class EngineConfig:
     - ``model`` / ``device`` / ``dinov2_weights`` / ``threads``: the generator (``dinov2_weights``: a
       local DINOv2 file for a model whose vision weights come from the hub); ``threads``: CPU
       threads in all (None: torch's count), see *Threads* in the module docstring;
-      ``nfe`` / ``cfg`` (None: the model's defaults); ``seed``.
+      ``nfe`` / ``guidance`` ω (None: the model's defaults; ``--cfg`` on the command line); ``seed``.
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
       (the ring level kept ahead of each new chunk), ``capacity_frames`` of ring.
@@ -314,7 +315,7 @@ class EngineConfig:
     dinov2_weights: str | None = None
     threads: int | None = None
     nfe: int | None = None
-    cfg: float | None = None
+    guidance: float | None = None
     volume: float = 1.0
     seed: int = 0
     blocksize: int = 400
@@ -334,8 +335,8 @@ class EngineConfig:
             raise EngineError(f"duration must be a positive number of seconds; got {self.duration_s}")
         if self.threads is not None and self.threads < 1:
             raise EngineError(f"threads must be ≥ 1; got {self.threads}")
-        if self.cfg is not None and not (math.isfinite(self.cfg) and self.cfg >= 0):
-            raise EngineError(f"cfg (ω) must be a finite number ≥ 0 (1 = no guidance); got {self.cfg}")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise EngineError(f"the guidance ω must be a finite number ≥ 0 (1 = no guidance); got {self.guidance}")
         if not 0 <= self.cushion_ms <= 500:
             raise EngineError(f"cushion_ms must be between 0 and 500; got {self.cushion_ms}")
         if self.queue_size < 1 or self.drift_window < 2 or self.warmup_steps < 0:
@@ -579,7 +580,7 @@ class LiveEngine:
         self._done = threading.Event()
         self._error: BaseException | None = None
         self._nfe = config.nfe
-        self._cfg = config.cfg
+        self._guidance = config.guidance
         self._volume = config.volume
         self._sinks = None
         self._capture = None
@@ -700,7 +701,7 @@ class LiveEngine:
         self.stop()
 
     # -- control ---------------------------------------------------------------------------------------
-    def configure(self, *, model: Any = None, nfe: int | None = None, cfg: float | None = None,
+    def configure(self, *, model: Any = None, nfe: int | None = None, guidance: float | None = None,
                   volume: float | None = None) -> cf.Future:
         """Change the model (a name / folder, or a loaded generator), NFE, ω or volume while running.
 
@@ -708,15 +709,15 @@ class LiveEngine:
         between slots; the returned future resolves when it was (or raises the error, e.g. an NFE the
         model does not support — the engine then keeps its previous settings).  A model is loaded on a
         helper thread while the old one keeps playing; the swap restarts the stream state."""
-        if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
-            raise EngineError(f"cfg (ω) must be a finite number ≥ 0 (1 = no guidance); got {cfg}")
+        if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+            raise EngineError(f"the guidance ω must be a finite number ≥ 0 (1 = no guidance); got {guidance}")
         if volume is not None:
             self._volume = check_volume(volume)
             sinks = self._sinks
             if sinks is not None:
                 sinks.set_volume(self._volume)
         fut: cf.Future = cf.Future()
-        if model is None and nfe is None and cfg is None:
+        if model is None and nfe is None and guidance is None:
             fut.set_result(None)
             return fut
         if not self.running:
@@ -736,10 +737,10 @@ class LiveEngine:
                     loaded.set_exception(err)
 
             threading.Thread(target=load, name="livefoley-model-loader", daemon=True).start()
-            self._controls.put(_Control("model", dict(loader=loaded, nfe=nfe, cfg=cfg), fut))
+            self._controls.put(_Control("model", dict(loader=loaded, nfe=nfe, guidance=guidance), fut))
         else:
             self._controls.put(_Control("model" if model is not None else "settings",
-                                        dict(generator=model, nfe=nfe, cfg=cfg), fut))
+                                        dict(generator=model, nfe=nfe, guidance=guidance), fut))
         return fut
 
     def reset(self) -> cf.Future:
@@ -847,12 +848,12 @@ class LiveEngine:
 
     def _open_session(self, gen):
         nfe = gen.check_nfe(self._nfe) if self._nfe is not None else gen.nfe
-        cfg = self._cfg if self._cfg is not None else gen.cfg
-        session = gen.stream(seed=self.config.seed, nfe=nfe, cfg=cfg, timing=True)
+        guidance = self._guidance if self._guidance is not None else gen.guidance
+        session = gen.stream(seed=self.config.seed, nfe=nfe, guidance=guidance, timing=True)
         session.__enter__()
         self._stream_session = session  # closed by _run's finally (whichever model is current then)
-        self._base_nfe, self._base_cfg = nfe, cfg
-        rungs = build_ladder(nfe=nfe, cfg=cfg, valid_nfe=tuple(gen.valid_nfe))
+        self._base_nfe, self._base_guidance = nfe, guidance
+        rungs = build_ladder(nfe=nfe, guidance=guidance, valid_nfe=tuple(gen.valid_nfe))
         self._policy = DegradationPolicy(config=self.config.policy, rungs=rungs)
         self._token = None
         self._token_frame = None
@@ -917,8 +918,8 @@ class LiveEngine:
         n, audio, _ = self._thread_split
         _set_thread_torch_threads(n if rung.wait_for_vision else audio)
         nfe = rung.nfe if rung.nfe is not None else self._base_nfe
-        cfg = rung.cfg if rung.cfg is not None else self._base_cfg
-        session.configure(nfe=nfe, cfg=cfg)
+        guidance = rung.guidance if rung.guidance is not None else self._base_guidance
+        session.configure(nfe=nfe, guidance=guidance)
 
     def _on_encoded(self, ms: float) -> None:
         """Called on the vision thread after each encode."""
@@ -1203,16 +1204,16 @@ class LiveEngine:
             # so the reset costs no wait (the VAE restarts from its initial state: a hard cut)
             self.counts["resets"] += 1
             return session
-        nfe, cfg = ctl.args.get("nfe"), ctl.args.get("cfg")
+        nfe, guidance = ctl.args.get("nfe"), ctl.args.get("guidance")
         if ctl.kind == "settings":
             gen = self._generator
             if nfe is not None:
                 gen.check_nfe(nfe)
             self._nfe = nfe if nfe is not None else self._nfe
-            self._cfg = cfg if cfg is not None else self._cfg
+            self._guidance = guidance if guidance is not None else self._guidance
             self._base_nfe = nfe if nfe is not None else self._base_nfe
-            self._base_cfg = cfg if cfg is not None else self._base_cfg
-            self._policy.rungs = build_ladder(nfe=self._base_nfe, cfg=self._base_cfg,
+            self._base_guidance = guidance if guidance is not None else self._base_guidance
+            self._policy.rungs = build_ladder(nfe=self._base_nfe, guidance=self._base_guidance,
                                               valid_nfe=tuple(gen.valid_nfe))
             self._policy.top = min(self._policy.top, len(self._policy.rungs) - 1)
             self._policy.level = min(self._policy.level, self._policy.top)
@@ -1229,8 +1230,8 @@ class LiveEngine:
         self._generator = new
         if nfe is not None:
             self._nfe = nfe
-        if cfg is not None:
-            self._cfg = cfg
+        if guidance is not None:
+            self._guidance = guidance
         try:
             session = self._open_session(new)
         except LivefoleyError:
@@ -1301,7 +1302,7 @@ class LiveEngine:
                                for r, n in zip(policy.rungs, policy.slots_at, strict=False) if n},
             },
             "nfe": getattr(self, "_base_nfe", self._nfe),
-            "cfg": getattr(self, "_base_cfg", self._cfg),
+            "cfg": getattr(self, "_base_guidance", self._guidance),
             "volume": self._volume,
             "rss_mb": {"start": None if self._rss_start is None else round(self._rss_start, 1),
                        "end": round(float(rss[-1]), 1) if rss.size else None,
@@ -1341,7 +1342,7 @@ class LiveEngine:
 
         rung = policy.rung.name if policy else "-"
         return (f"live {elapsed:6.1f}s | {fps:4.1f} fps | g2e {fmt(g)} ms | step {fmt(c)} ms | {rung} "
-                f"nfe {getattr(self, '_base_nfe', '-')} ω {getattr(self, '_base_cfg', '-')} | "
+                f"nfe {getattr(self, '_base_nfe', '-')} ω {getattr(self, '_base_guidance', '-')} | "
                 f"skip {self.counts['skipped_slots']} | xrun {xr}")
 
 

@@ -62,7 +62,7 @@ class GenerateError(LivefoleyError):
 class GenerateConfig:
     """Options of one ``generate`` run (CLI flags of the same names).
 
-    ``nfe``/``cfg`` None → the model's defaults; ``duration`` None → to the end; ``mix`` None → no
+    ``nfe``/``guidance`` None → the model's defaults; ``duration`` None → to the end; ``mix`` None → no
     mixing; ``dinov2_weights``: a local DINOv2 file (for a model with hub vision weights);
     ``format`` (a suffix such as ``".mkv"``/``".wav"``) names the outputs written to a folder
     (default: the input's own container); ``threads`` = torch CPU threads (None → 1, see
@@ -73,7 +73,7 @@ class GenerateConfig:
     device: str = "auto"
     dinov2_weights: str | None = None
     nfe: int | None = None
-    cfg: float | None = None
+    guidance: float | None = None  # ω (--cfg)
     seed: int = 0
     start: float = 0.0
     duration: float | None = None
@@ -100,8 +100,8 @@ class GenerateConfig:
             raise GenerateError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise GenerateError(f"--threads must be >= 1, got {self.threads}")
-        if self.cfg is not None and not math.isfinite(self.cfg):
-            raise GenerateError(f"--cfg must be a finite number, got {self.cfg}")
+        if self.guidance is not None and not math.isfinite(self.guidance):
+            raise GenerateError(f"--cfg must be a finite number, got {self.guidance}")
         if self.format is not None:
             fmt = self.format if self.format.startswith(".") else f".{self.format}"
             if fmt.lower() not in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
@@ -152,7 +152,7 @@ class GenerateReport:
     model: str
     device: str
     nfe: int
-    cfg: float
+    guidance: float
     seed: int
     threads: int | None
     seconds: float = 0.0
@@ -170,7 +170,7 @@ class GenerateReport:
         duration = sum(r.duration for r in ok)
         busy = sum(r.seconds for r in ok)
         return {
-            "model": self.model, "device": self.device, "nfe": self.nfe, "cfg": self.cfg, "seed": self.seed,
+            "model": self.model, "device": self.device, "nfe": self.nfe, "cfg": self.guidance, "seed": self.seed,
             "threads": self.threads,
             "files": [r.to_dict() for r in self.results],
             "totals": {
@@ -354,7 +354,7 @@ def _fitted(frames: Iterable, fit: Callable[[np.ndarray], np.ndarray]) -> Iterat
 
 
 def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None = None,
-                       cfg: float | None = None, batch_size: int = 32,
+                       guidance: float | None = None, batch_size: int = 32,
                        progress: Callable[[int], None] | None = None,
                        ) -> tuple[np.ndarray, tuple[float, float]]:
     """``gen.generate(frames, ...)`` as a three-stage pipeline; returns ``(audio (2, 1600·T), (decode
@@ -373,7 +373,7 @@ def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None 
     with Prefetch(_fitted(frames, fit), depth=batch_size) as decoded, \
             Prefetch(gen.tokenize(decoded, batch_size=batch_size), depth=2,
                      name="livefoley-vision") as blocks:
-        audio = gen.generate_from_tokens(blocks, seed=seed, nfe=nfe, cfg=cfg, progress=progress)
+        audio = gen.generate_from_tokens(blocks, seed=seed, nfe=nfe, guidance=guidance, progress=progress)
         busy = (decoded.busy_seconds, blocks.busy_seconds)
     return audio, busy
 
@@ -465,7 +465,7 @@ def generate_file(gen, src: Path, dst: Path, config: GenerateConfig, *,
             bar.set_postfix_str(f"{done / CONTRACT.fps / elapsed:.2f}× real time", refresh=False)
 
     try:
-        audio, busy = generate_pipelined(gen, frames, seed=config.seed, nfe=config.nfe, cfg=config.cfg,
+        audio, busy = generate_pipelined(gen, frames, seed=config.seed, nfe=config.nfe, guidance=config.guidance,
                                          batch_size=config.batch_size, progress=progress)
     finally:
         bar.close()
@@ -515,17 +515,17 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
             torch.set_num_threads(cpu_threads(config.threads))
     if gen is not None:
         nfe = gen.check_nfe(config.nfe if config.nfe is not None else gen.nfe)
-        cfg = config.cfg if config.cfg is not None else gen.cfg
+        guidance = config.guidance if config.guidance is not None else gen.guidance
         model_name, device = gen.config.name, str(gen.device)
     else:
-        nfe, cfg, model_name, device = config.nfe or 0, config.cfg or 0.0, config.model, config.device
+        nfe, guidance, model_name, device = config.nfe or 0, config.guidance or 0.0, config.model, config.device
 
     threads = None
     if gen is not None and gen.device.type == "cpu":
         import torch
 
         threads = torch.get_num_threads()
-    report = GenerateReport(results=list(failures), model=model_name, device=device, nfe=nfe, cfg=cfg,
+    report = GenerateReport(results=list(failures), model=model_name, device=device, nfe=nfe, guidance=guidance,
                             seed=config.seed, threads=threads)
     resolved_inputs = {p.resolve() for p in paths}
     claimed: dict[Path, Path] = {}

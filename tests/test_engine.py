@@ -218,17 +218,17 @@ def assert_recording_was_played(played: np.ndarray, recorded: np.ndarray, volume
 
 
 def test_ladder_leaves_out_rungs_that_change_nothing():
-    names = [r.name for r in build_ladder(nfe=1, cfg=3.0, valid_nfe=(1, 2, 4))]
+    names = [r.name for r in build_ladder(nfe=1, guidance=3.0, valid_nfe=(1, 2, 4))]
     assert names == ["full", "vision/2", "cfg-off", "vision/4", "vision/8", "no-wait", "no-wait/4", "no-wait/8"]
-    full = build_ladder(nfe=4, cfg=1.0, valid_nfe=(1, 2, 4))
+    full = build_ladder(nfe=4, guidance=1.0, valid_nfe=(1, 2, 4))
     assert [r.name for r in full][:6] == ["full", "nfe-1", "vision/2", "vision/4", "vision/8", "no-wait"]
     assert all(r.wait_for_vision for r in full[:5]) and not any(r.wait_for_vision for r in full[5:])
     assert [r.vision_every for r in full] == [1, 1, 2, 4, 8, 1, 4, 8]
-    assert all(r.nfe == 1 for r in full[1:]) and all(r.cfg is None for r in full)
+    assert all(r.nfe == 1 for r in full[1:]) and all(r.guidance is None for r in full)
 
 
 def test_policy_climbs_when_late_and_comes_down_with_backoff():
-    rungs = build_ladder(nfe=1, cfg=3.0, valid_nfe=(1,))
+    rungs = build_ladder(nfe=1, guidance=3.0, valid_nfe=(1,))
     pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, settle_slots=8, hold_slots=10), rungs=rungs)
     fast, slow = 0.3 * FRAME_MS, 0.7 * FRAME_MS
     for _ in range(50):  # comfortably inside the budget: nothing happens
@@ -263,7 +263,7 @@ def test_policy_climbs_when_late_and_comes_down_with_backoff():
 
 
 def test_policy_limits_and_disabled():
-    rungs = build_ladder(nfe=2, cfg=2.0, valid_nfe=(1, 2))
+    rungs = build_ladder(nfe=2, guidance=2.0, valid_nfe=(1, 2))
     pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, max_rung=2), rungs=rungs)
     for _ in range(200):
         pol.observe(2 * FRAME_MS)
@@ -343,7 +343,7 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
     token); the audio stays continuous and the latency flat."""
     # start on full (the policy must react), and stop at no-wait: the rungs above it shed CPU when
     # the audio path itself is late, which these shared cores can cause at any moment
-    ladder = [r.name for r in build_ladder(nfe=generator.nfe, cfg=generator.cfg, valid_nfe=generator.valid_nfe)]
+    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance, valid_nfe=generator.valid_nfe)]
     cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0, threads=2, cushion_ms=100,
                        policy=PolicyConfig(auto_start=False, max_rung=ladder.index("no-wait")))
     engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
@@ -385,7 +385,7 @@ def test_configure_reset_swap_and_restart_while_running(generator, tmp_path):
     engine.start()
     try:
         _wait_chunks(engine, 10)
-        engine.configure(cfg=1.0).result(5)
+        engine.configure(guidance=1.0).result(5)
         assert engine.stats()["cfg"] == 1.0 and "cfg-off" not in engine.stats()["policy"]["ladder"]
         with pytest.raises(LivefoleyError, match="NFE 3 is not supported.*valid values: 1, 2, 4"):
             engine.configure(nfe=3).result(5)
@@ -425,7 +425,7 @@ def _run_for_memory(generator, seconds: float) -> tuple[LiveEngine, list[float],
 
     (``sys.getallocatedblocks`` rather than ``gc.get_objects``: the latter, called while other
     threads build tuples, can hand out a tuple under construction and crash them — a CPython bug.)"""
-    ladder = [r.name for r in build_ladder(nfe=generator.nfe, cfg=generator.cfg, valid_nfe=generator.valid_nfe)]
+    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance, valid_nfe=generator.valid_nfe)]
     cfg = EngineConfig(source="synthetic", source_options={"realtime": False, "size": (320, 180)},
                        sinks=("null",), duration_s=seconds, threads=2,
                        policy=PolicyConfig(start_rung=ladder.index("vision/8"), enabled=False))

@@ -107,9 +107,9 @@ def test_nfe_outside_the_checkpoint_is_an_error_listing_valid_values(tiny):
     assert tiny.valid_nfe == (1, 2, 4)
     with pytest.raises(LivefoleyError, match="valid values: 1, 2, 4"):
         tiny.stream(nfe=3)
-    with tiny.stream(nfe=4, cfg=1.0) as s:  # NFE 4 and guidance off both run
+    with tiny.stream(nfe=4, guidance=1.0) as s:  # NFE 4 and guidance off both run
         s.step(frames(1)[0])
-        s.configure(nfe=2, cfg=3.0)
+        s.configure(nfe=2, guidance=3.0)
         s.step(frames(2)[1])
 
 
@@ -171,7 +171,7 @@ def test_golden_outputs_of_the_seeded_tiny_model(tiny):
     in initialisation, numerics or the step order).  Regenerate with LIVEFOLEY_REGEN_GOLDEN=1."""
     import os
 
-    out = tiny.generate(frames(4, seed=9), seed=11, cfg=3.0, nfe=2)
+    out = tiny.generate(frames(4, seed=9), seed=11, guidance=3.0, nfe=2)
     if os.environ.get("LIVEFOLEY_REGEN_GOLDEN"):
         np.savez_compressed(GOLDEN, audio=out)
     golden = np.load(GOLDEN)["audio"]

@@ -51,13 +51,13 @@ def run(args: argparse.Namespace) -> int:
     from capture.synthetic.source import parse_size
     from plugin.bench import BenchConfig, format_table, plot_latency, run_bench
 
-    cfg = BenchConfig(model=args.model, source=args.source, size=parse_size(args.size, what="--size"),
+    config = BenchConfig(model=args.model, source=args.source, size=parse_size(args.size, what="--size"),
                       frames=args.frames, warmup=args.warmup,
-                      nfes=tuple(args.nfe or ()), cfgs=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
+                      nfes=tuple(args.nfe or ()), guidances=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
                       vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed,
                       dinov2_weights=args.dinov2_weights)
     with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-        report = run_bench(cfg, progress=bar.update)
+        report = run_bench(config, progress=bar.update)
     print(format_table(report))
     if args.json:
         write_json(report, args.json)

@@ -49,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
     video = Path(args.out)
     png = Path(args.png) if args.png else video.with_suffix(".png")
-    cfg = DemoConfig(model=args.model, seconds=args.seconds, seed=args.seed, nfe=args.nfe, cfg=args.cfg,
-                     device=args.device, dinov2_weights=args.dinov2_weights, video=video, png=png,
-                     play=not args.no_play)
+    config = DemoConfig(model=args.model, seconds=args.seconds, seed=args.seed, nfe=args.nfe, guidance=args.cfg,
+                        device=args.device, dinov2_weights=args.dinov2_weights, video=video, png=png,
+                        play=not args.no_play)
     total = max(1, round(args.seconds * CONTRACT.fps))
     with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-        report = run_demo(cfg, progress=bar.update)
+        report = run_demo(config, progress=bar.update)
     if args.json and write_json(report, args.json):
         return 0
     w, t = report["waveform_ms"], report["token_ms"]

@@ -205,7 +205,7 @@ def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | 
         yield frame
 
 
-def _run_model(args, cfg) -> dict:
+def _run_model(args, metrics) -> dict:
     from tqdm import tqdm
 
     from audio.codec import roundtrip
@@ -228,7 +228,7 @@ def _run_model(args, cfg) -> dict:
     gen = load_generator(args.model, device=args.device, dinov2_weights=args.dinov2_weights)
     load_s = time.perf_counter() - t0
     variants = resolve_nfe(args.nfe, gen)
-    guidance = gen.cfg if args.cfg is None else float(args.cfg)
+    guidance = gen.guidance if args.cfg is None else float(args.cfg)
     log.info("evaluating %s on %d seed(s) × %.1f s, variants %s", args.model, len(seeds), args.seconds,
              ", ".join(v for v, _ in variants))
 
@@ -247,7 +247,7 @@ def _run_model(args, cfg) -> dict:
                 reference, events = mirror_truth(reference, events)
             clip_id = {"clip": f"synthetic:{seed}", "seed": seed}
             per_row["ground truth"].append(
-                {**clip_id, **evaluate_clip(reference, reference, events, quiet_spans=quiet, config=cfg)})
+                {**clip_id, **evaluate_clip(reference, reference, events, quiet_spans=quiet, config=metrics)})
             keep = None
             if args.plot is not None and k == 0:
                 from audio.plots import pick_thumbnails, thumbnail_count
@@ -258,11 +258,11 @@ def _run_model(args, cfg) -> dict:
             for j, (name, nfe) in enumerate(variants):
                 frames = _world_frames(seed, n_frames, size, keep if j == 0 else None, args.look)
                 t = time.perf_counter()
-                audio = gen.generate(frames, seed=seed, nfe=nfe, cfg=guidance, progress=bar.update)
+                audio = gen.generate(frames, seed=seed, nfe=nfe, guidance=guidance, progress=bar.update)
                 gen_s[name] += time.perf_counter() - t
                 audio = audio[:, : reference.shape[1]]
                 per_row[name].append(
-                    {**clip_id, **evaluate_clip(audio, reference, events, quiet_spans=quiet, config=cfg)})
+                    {**clip_id, **evaluate_clip(audio, reference, events, quiet_spans=quiet, config=metrics)})
                 if plot_data is not None and k == 0 and len(plot_data["generated"]) < MAX_PLOT_TRACKS:
                     plot_data["generated"][name] = audio
             if args.vae_ceiling:
@@ -270,7 +270,7 @@ def _run_model(args, cfg) -> dict:
                 through = roundtrip(gen.vae, reference)
                 ceiling_s += time.perf_counter() - t
                 per_row["vae ceiling"].append(
-                    {**clip_id, **evaluate_clip(through, reference, events, quiet_spans=quiet, config=cfg)})
+                    {**clip_id, **evaluate_clip(through, reference, events, quiet_spans=quiet, config=metrics)})
                 if plot_data is not None and k == 0:
                     plot_data["ceiling"] = through
 
@@ -290,7 +290,7 @@ def _run_model(args, cfg) -> dict:
             tracks["vae ceiling"] = plot_data["ceiling"]
         thumbs = [(i / CONTRACT.fps, img) for i, img in sorted(plot_data["keep"].items()) if img is not None]
         plot_clip(args.plot, generated=tracks, reference=plot_data["reference"], events=plot_data["events"],
-                  thumbnails=thumbs, title=plot_data["title"], config=cfg)
+                  thumbnails=thumbs, title=plot_data["title"], config=metrics)
     return {
         "mode": "model",
         "model": str(args.model),
@@ -397,7 +397,7 @@ def _video_thumbnails(path: Path, n_frames: int, size: tuple[int, int]):
     return thumbs
 
 
-def _run_files(args, cfg) -> dict:
+def _run_files(args, metrics) -> dict:
     from audio.codec import roundtrip
     from audio.contract import CONTRACT
     from audio.io import read_audio
@@ -426,14 +426,14 @@ def _run_files(args, cfg) -> dict:
         events, quiet = record["events"], record.get("quiet_spans")
         clip_id = {"clip": rpath.stem, "generated_file": str(gpath), "reference_file": str(rpath)}
         rows_clips["ground truth"].append(
-            {**clip_id, **evaluate_clip(reference, reference, events, quiet_spans=quiet, config=cfg)})
+            {**clip_id, **evaluate_clip(reference, reference, events, quiet_spans=quiet, config=metrics)})
         rows_clips["generated"].append(
-            {**clip_id, **evaluate_clip(generated, reference, events, quiet_spans=quiet, config=cfg)})
+            {**clip_id, **evaluate_clip(generated, reference, events, quiet_spans=quiet, config=metrics)})
         through = None
         if gen is not None:
             through = roundtrip(gen.vae, reference)
             rows_clips["vae ceiling"].append(
-                {**clip_id, **evaluate_clip(through, reference, events, quiet_spans=quiet, config=cfg)})
+                {**clip_id, **evaluate_clip(through, reference, events, quiet_spans=quiet, config=metrics)})
         if args.plot is not None and k == 0:
             tracks = {"generated": generated}
             if through is not None:
@@ -445,7 +445,7 @@ def _run_files(args, cfg) -> dict:
     if plot_data is not None:
         from audio.plots import plot_clip
 
-        plot_clip(args.plot, config=cfg, **plot_data)
+        plot_clip(args.plot, config=metrics, **plot_data)
     kinds = {"ground truth": "reference", "generated": "generated", "vae ceiling": "ceiling"}
     rows = [_row(name, kinds[name], clips) for name, clips in rows_clips.items()]
     return {"mode": "files", "reference": str(args.reference), "generated": [str(g) for g, _ in pairs],
@@ -463,10 +463,10 @@ def run(args: argparse.Namespace) -> int:
             "--reference goes with --generated; with --model the world itself is the reference")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise LivefoleyError(f"--plot {args.plot} must end in .png")
-    cfg = MetricsConfig()
+    metrics = MetricsConfig()
     start = time.perf_counter()
-    result = _run_files(args, cfg) if args.generated is not None else _run_model(args, cfg)
-    payload = {"format": "livefoley-eval/1", **result, "metrics_config": cfg.to_dict(),
+    result = _run_files(args, metrics) if args.generated is not None else _run_model(args, metrics)
+    payload = {"format": "livefoley-eval/1", **result, "metrics_config": metrics.to_dict(),
                "wall_s": round(time.perf_counter() - start, 3)}
     if args.plot is not None:
         payload["plot"] = str(args.plot)

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from plugin.generate import GenerateConfig, run_generate
 
     config = GenerateConfig(
-        model=args.model, device=args.device, dinov2_weights=args.dinov2_weights, nfe=args.nfe, cfg=args.cfg,
+        model=args.model, device=args.device, dinov2_weights=args.dinov2_weights, nfe=args.nfe, guidance=args.cfg,
         seed=args.seed, start=args.start,
         duration=args.duration, keep_audio=args.keep_audio, mix=args.mix, overwrite=args.overwrite,
         batch_size=args.batch_size, threads=args.threads, format=args.format,

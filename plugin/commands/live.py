@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
         source=args.source, source_options=options, sinks=tuple(args.sink or ["device"]), record=args.record,
         duration_s=args.duration, model=args.model, device=args.device, dinov2_weights=args.dinov2_weights,
         threads=args.threads,
-        nfe=args.nfe, cfg=args.cfg, volume=args.volume, seed=args.seed, blocksize=args.blocksize,
+        nfe=args.nfe, guidance=args.cfg, volume=args.volume, seed=args.seed, blocksize=args.blocksize,
         cushion_ms=args.cushion_ms, policy=PolicyConfig(enabled=not args.no_degrade),
     )
     engine = LiveEngine(config=config)

@@ -105,10 +105,14 @@ class ResBlock(nn.Module):
 class DiffusionHead(nn.Module):
     """MAR ``SimpleMLPAdaLN`` with EDM preconditioning, its losses and its samplers."""
 
-    def __init__(self, config: HeadConfig) -> None:
+    def __init__(self, config: HeadConfig, *, consistency: bool = False) -> None:
+        """``consistency``: the head of a consistency-tuned (ECT) model — the ``sigma_min`` shift of
+        the consistency parameterisation and the 1/2/4-step sampler; else EDM and Heun.  Fixed at
+        construction (the model's ``stage`` decides it)."""
         super().__init__()
         c = config
         self.config = c
+        self._consistency = bool(consistency)
         self.in_proj = nn.Linear(c.latent_dim, c.width)
         self.t_embed = nn.Sequential(nn.Linear(c.freq_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
         self.c_embed = nn.Linear(c.cond_dim, c.width)
@@ -120,7 +124,6 @@ class DiffusionHead(nn.Module):
         self.u_freqs = nn.Parameter(torch.randn(c.freq_dim // 2, generator=torch.Generator().manual_seed(0)),
                                     requires_grad=False)
         self.u_out = nn.Linear(c.freq_dim, 1)
-        self.consistency = False  # set by the pipeline after ECT: selects the sigma_min shift
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -136,6 +139,11 @@ class DiffusionHead(nn.Module):
         for lin in (self.out_ada[-1], self.out, self.u_out):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
+
+    @property
+    def consistency(self) -> bool:
+        """A consistency-tuned head (see ``__init__``); read-only."""
+        return self._consistency
 
     @property
     def sigma_min_shift(self) -> float:

@@ -32,8 +32,7 @@ class SoundReactor(nn.Module):
         self.bos = nn.Parameter(torch.randn(d) * 0.02)
         self.null_vision = nn.Parameter(torch.randn(d) * 0.02)  # latent CFG's learned null token
         self.transformer = CausalTransformer(config.transformer)
-        self.head = DiffusionHead(config.head)
-        self.head.consistency = config.stage == "consistency"
+        self.head = DiffusionHead(config.head, consistency=config.stage == "consistency")
         self.register_buffer("latent_mean", torch.zeros(config.vae.latent_dim))
         self.register_buffer("latent_std", torch.ones(config.vae.latent_dim))
 

@@ -7,9 +7,10 @@ from audio.errors import LivefoleyError
 from model.head import DiffusionHead, HeadConfig, edm_sigmas, precondition
 
 
-def _head(**kw) -> DiffusionHead:
+def _head(consistency: bool = False, **kw) -> DiffusionHead:
     torch.manual_seed(0)
-    return DiffusionHead(HeadConfig(**{"cond_dim": 16, "width": 64, "depth": 2, "batch_mul": 2, **kw}))
+    config = HeadConfig(**{"cond_dim": 16, "width": 64, "depth": 2, "batch_mul": 2, **kw})
+    return DiffusionHead(config, consistency=consistency)
 
 
 def test_preconditioning_is_edm_and_consistency_boundary_holds():
@@ -19,8 +20,7 @@ def test_preconditioning_is_edm_and_consistency_boundary_holds():
     torch.testing.assert_close(c_out, s * 0.5 / (s**2 + 0.25).sqrt())
     torch.testing.assert_close(c_in, 1 / (s**2 + 0.25).sqrt())
     torch.testing.assert_close(c_noise, s.log() / 4)
-    head = _head()
-    head.consistency = True
+    head = _head(consistency=True)
     for p in head.parameters():  # make the raw network non-trivial
         torch.nn.init.normal_(p, std=0.1) if p.requires_grad else None
     x = torch.randn(5, 64)
@@ -51,8 +51,7 @@ def test_edm2_loss_decreases_when_overfitting():
 
 
 def test_ect_loss_decreases_when_overfitting():
-    head = _head()
-    head.consistency = True
+    head = _head(consistency=True)
     first, last = _overfit(lambda x, c, g: head.ect_loss(x, c, stage=2, generator=g), head)
     assert last < 0.5 * first, (first, last)
 
@@ -74,7 +73,7 @@ def test_samplers_shapes_nfe_and_validation():
     assert x.shape == (3, 64) and torch.isfinite(x).all()
     with pytest.raises(LivefoleyError, match="consistency-tuned"):
         head.sample(cond, nfe=1, noise=torch.randn(1, 3, 64))
-    head.consistency = True
+    head = _head(consistency=True, heun_steps=4)
     assert head.valid_nfe() == (1, 2, 4)
     for nfe in (1, 2, 4):
         assert head.noise_draws(nfe) == nfe

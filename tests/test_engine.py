@@ -343,7 +343,8 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
     token); the audio stays continuous and the latency flat."""
     # start on full (the policy must react), and stop at no-wait: the rungs above it shed CPU when
     # the audio path itself is late, which these shared cores can cause at any moment
-    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance, valid_nfe=generator.valid_nfe)]
+    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance,
+                                           valid_nfe=generator.valid_nfe)]
     cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0, threads=2, cushion_ms=100,
                        policy=PolicyConfig(auto_start=False, max_rung=ladder.index("no-wait")))
     engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
@@ -425,7 +426,8 @@ def _run_for_memory(generator, seconds: float) -> tuple[LiveEngine, list[float],
 
     (``sys.getallocatedblocks`` rather than ``gc.get_objects``: the latter, called while other
     threads build tuples, can hand out a tuple under construction and crash them — a CPython bug.)"""
-    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance, valid_nfe=generator.valid_nfe)]
+    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance,
+                                           valid_nfe=generator.valid_nfe)]
     cfg = EngineConfig(source="synthetic", source_options={"realtime": False, "size": (320, 180)},
                        sinks=("null",), duration_s=seconds, threads=2,
                        policy=PolicyConfig(start_rung=ladder.index("vision/8"), enabled=False))

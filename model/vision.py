@@ -24,27 +24,13 @@ centred, the border filled with the normalisation mean (0 after normalising).  N
 cropped away (events near the edges matter for sync and for stereo panning by on-screen x); a 16:9
 frame fills a 16:9-ish input almost completely.
 
-Weights (``VisionConfig.weights``):
-
-- ``"hub"``: the real ``lvd142m`` weights, ``model.safetensors`` of the Hugging Face repository
-  ``timm/vit_small_patch14_reg4_dinov2.lvd142m``, from the HF cache or downloaded into it;
-- a local ``.safetensors`` / ``.pth`` file (timm's or the original DINOv2 layout), checked against
-  ``weights_sha256`` when given and loaded strictly;
-- ``"seeded:SEED"``: deterministic stand-in weights of the same architecture for machines with no
-  hub (the shipped CPU model).  They are drawn with a private ``torch.Generator`` (the global RNG
-  is untouched) as integers and scaled with exactly-rounded float64 arithmetic, so they are
-  bit-identical on every CPU and independent of timm's own initialisers; the scales follow timm's
-  DINOv2 initialisation (linear std 0.02, layer scale 1e-5, …).  With layer scale 1e-5 the blocks
-  barely touch the residual stream, so seeded features are essentially the final LayerNorm of a
-  random linear patch embedding plus position: frozen low-level random features (colour, texture,
-  position), not DINOv2's semantics — enough for the synthetic world, and the timing is that of
-  the real network.  All sources produce a full
-  518×518-grid state dict that goes through the same path: timm's ``checkpoint_filter_fn``
-  (resamples the position embedding to ``input_size``) then ``load_state_dict(strict=True)``.
-
-``VisionConfig.fingerprint`` (sha256 over the weight tensors as stored: names, dtypes, shapes and
-bytes) is checked at load whenever it is set; a checkpoint records it so that a model is never run
-with vision features other than those it was trained on.
+Weights (``VisionConfig.weights``: ``"hub"``, a local file, or ``"seeded:SEED"`` stand-ins) and their
+``fingerprint`` — checked at load whenever set, so that a model never runs with vision features
+other than those it was trained on — are :mod:`model.dinov2`'s business.  With the seeded weights
+(layer scale 1e-5: the blocks barely touch the residual stream) the features are essentially the
+final LayerNorm of a random linear patch embedding plus position: frozen low-level random features
+(colour, texture, position), not DINOv2's semantics — enough for the synthetic world, and the
+timing is that of the real network.
 
 Speed (scripts/measure_vision.py, 2 CPU threads): the ViT forward has a fixed cost of about 7 ms
 per frame even for a handful of patches, so the ``tiny`` preset uses a small input (see
@@ -56,14 +42,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
-import math
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -71,18 +53,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audio.checkpoint import CheckpointFileError, read_safetensors, read_torch_file
-from audio.errors import LivefoleyError
+from model.dinov2 import VisionError, load_weights, source_weights, tensors_fingerprint
 
 log = logging.getLogger(__name__)
 
-HUB_TAG = "lvd142m"
 DTYPES = ("fp32", "bf16")
 _SEEDED = re.compile(r"seeded:(\d+)")
-
-
-class VisionError(LivefoleyError):
-    """Bad vision configuration, missing or wrong DINOv2 weights, or frames the tokenizer cannot take."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,146 +178,6 @@ def vision_preset(name: str) -> VisionConfig:
         raise VisionError(f"unknown vision preset {name!r}; valid: {valid}") from None
 
 
-# ------------------------------------------------------------------------------------------------
-# weights
-# ------------------------------------------------------------------------------------------------
-def hub_repo(backbone: str) -> str:
-    """The Hugging Face repository of the real weights, from timm's pretrained config."""
-    import timm.models
-
-    cfg = timm.models.get_pretrained_cfg(f"{backbone}.{HUB_TAG}")
-    if cfg is None or not cfg.hf_hub_id:
-        raise VisionError(f"timm knows no {backbone}.{HUB_TAG} weights on the Hugging Face hub")
-    return cfg.hf_hub_id
-
-
-def tensors_fingerprint(state: dict[str, Tensor]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _seeded_scale(name: str, shape: tuple[int, ...]) -> tuple[str, float]:
-    """How timm initialises DINOv2 tensor ``name``: ("const", value) or ("uniform", std)."""
-    leaf = name.rsplit(".", 1)[-1]
-    if name.endswith(("ls1.gamma", "ls2.gamma")):
-        return "const", 1e-5  # DINOv2 layer-scale init_values
-    if re.search(r"(^|\.)norm\d?\.weight$", name):
-        return "const", 1.0
-    if leaf == "bias":
-        return "const", 0.0
-    if name == "patch_embed.proj.weight":  # PyTorch's default conv init: U(±1/sqrt(fan_in))
-        return "uniform", 1.0 / math.sqrt(3 * math.prod(shape[1:]))
-    if name in ("cls_token", "reg_token"):
-        return "uniform", 1e-6
-    if name == "pos_embed" or (leaf == "weight" and len(shape) == 2):
-        return "uniform", 0.02
-    raise RuntimeError(f"no seeded initialisation rule for backbone tensor {name!r} {shape}; "
-                       "timm's ViT layout changed — extend _seeded_scale")
-
-
-def seeded_state_dict(model: nn.Module, seed: int) -> dict[str, Tensor]:
-    """Deterministic weights for ``model``'s layout at the canonical (pretrained) resolution.
-
-    Every random tensor is U(−a, a) with a = std·√3, built from 24-bit integers of a private
-    generator: (2k + 1 − 2²⁴)·2⁻²⁴ is exact in float64 and one multiplication by ``a`` plus one
-    rounding to float32 are exactly rounded IEEE operations, so the bytes do not depend on the CPU's
-    vector units (unlike ``normal_`` / ``erfinv_``).  The position embedding has the pretrained
-    grid (37×37 for 518×518), like the real file; loading resamples it to ``input_size``.
-    """
-    from timm.models.vision_transformer import get_pretrained_grid_size
-
-    g = torch.Generator().manual_seed(seed)
-    out: dict[str, Tensor] = {}
-    full = model.pretrained_cfg["input_size"][-2:]
-    patch = model.patch_embed.patch_size
-    canonical_tokens = (full[0] // patch[0]) * (full[1] // patch[1])
-    for name, ref in sorted(model.state_dict().items()):
-        shape = tuple(ref.shape)
-        if name == "pos_embed":
-            shape = (shape[0], canonical_tokens, shape[2])
-        rule, value = _seeded_scale(name, shape)
-        if rule == "const":
-            out[name] = torch.full(shape, value, dtype=torch.float32)
-            continue
-        k = torch.randint(0, 1 << 24, shape, generator=g, dtype=torch.int64)
-        u = (2 * k + 1 - (1 << 24)).to(torch.float64) * 2.0**-24  # exact, in (−1, 1)
-        out[name] = (u * (value * math.sqrt(3.0))).to(torch.float32)
-    if get_pretrained_grid_size(model, out["patch_embed.proj.weight"], canonical_tokens) is None:
-        raise RuntimeError("timm did not recognise the seeded position-embedding grid")
-    return out
-
-
-def _hub_file(backbone: str) -> Path:
-    """Path of the real weights in the HF cache, downloading them when the hub is reachable."""
-    import huggingface_hub
-    from huggingface_hub import constants as hf_constants
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    repo = hub_repo(backbone)
-    # the environment is read now, not only when huggingface_hub was imported
-    env = os.environ.get("HF_HUB_OFFLINE", "").upper()
-    offline = hf_constants.HF_HUB_OFFLINE or env in ("1", "ON", "YES", "TRUE")
-    try:
-        try:  # the cache first: no network round trip (nor retries) when the file is already there
-            path = huggingface_hub.hf_hub_download(repo, "model.safetensors", local_files_only=True)
-        except LocalEntryNotFoundError:
-            if offline:
-                raise
-            log.info("downloading %s/model.safetensors from the Hugging Face hub", repo)
-            path = huggingface_hub.hf_hub_download(repo, "model.safetensors")
-        return Path(path)
-    except OSError as err:  # LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError are OSErrors
-        first_line = (str(err).splitlines() or [""])[0][:200]
-        reason = "offline mode (HF_HUB_OFFLINE)" if offline else f"{type(err).__name__}: {first_line}"
-        raise VisionError(
-            f"DINOv2 weights not found: weights='hub' needs model.safetensors of the Hugging Face "
-            f"repository {repo} in the HF cache ({hf_constants.HF_HUB_CACHE}), and the hub could not "
-            f"be reached ({reason}). Either download it once on a machine with internet "
-            f"(`hf download {repo} model.safetensors`, then copy the cache folder "
-            f"models--{repo.replace('/', '--')} into {hf_constants.HF_HUB_CACHE}), or download "
-            f"https://huggingface.co/{repo}/resolve/main/model.safetensors anywhere and pass "
-            f"--dinov2-weights PATH (VisionConfig.weights=PATH)."
-        ) from err
-
-
-def _read_weights_file(path: Path, sha256: str | None) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise VisionError(f"DINOv2 weights file {path} does not exist; pass the path of model.safetensors "
-                          "(or the original .pth) with --dinov2-weights PATH")
-    if sha256 is not None:
-        got = file_sha256(path)
-        if got != sha256.lower():
-            raise VisionError(f"DINOv2 weights file {path} has sha256 {got}, expected {sha256}; the file is "
-                              "corrupt or different weights — download it again")
-    suffix = path.suffix.lower()
-    if suffix not in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
-        raise VisionError(f"DINOv2 weights file {path}: unknown format {suffix!r}; use .safetensors or .pth")
-    try:
-        read = read_safetensors if suffix == ".safetensors" else read_torch_file
-        state = read(path, what="DINOv2 weights file")
-    except CheckpointFileError as err:
-        raise VisionError(str(err)) from None
-    if isinstance(state, dict):
-        state = state.get("model", state)
-        state = state.get("state_dict", state)
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise VisionError(f"DINOv2 weights file {path} does not hold a state dict of tensors")
-    return state
-
-
 def _cpu_has_native_bf16() -> bool:
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(probe()) if probe is not None else False
@@ -374,7 +210,7 @@ class DinoBackbone(nn.Module):
         if tuple(model.patch_embed.patch_size) != (config.patch_size, config.patch_size):
             raise VisionError(f"{config.backbone} has patch size {model.patch_embed.patch_size}, "
                               f"not {config.patch_size}")
-        state, source = self._source_weights(model)
+        state, source = source_weights(config, model)
         self.fingerprint = tensors_fingerprint(state)
         if config.fingerprint is not None and config.fingerprint != self.fingerprint:
             raise VisionError(
@@ -383,7 +219,7 @@ class DinoBackbone(nn.Module):
                 "was trained with different DINOv2 weights (or a timm/torch version that builds them "
                 "differently). Use the weights the model was trained with, or retrain it."
             )
-        self._load(model, state, source)
+        load_weights(model, state, source)
         model.requires_grad_(False)
         if config.dtype == "bf16":
             # autocast would cast every linear / conv weight to bf16 on *every* call (its cast cache
@@ -404,25 +240,6 @@ class DinoBackbone(nn.Module):
         if config.dtype == "bf16" and not _cpu_has_native_bf16():
             log.warning("vision dtype bf16 on a CPU without native bf16 (AMX / AVX512-BF16): it is emulated "
                         "and slower than fp32; set dtype='fp32' for this machine")
-
-    def _source_weights(self, model: nn.Module) -> tuple[dict[str, Tensor], str]:
-        cfg = self.config
-        if cfg.seed is not None:
-            return seeded_state_dict(model, cfg.seed), f"'seeded:{cfg.seed}'"
-        path = _hub_file(cfg.backbone) if cfg.weights == "hub" else Path(cfg.weights).expanduser()
-        return _read_weights_file(path, cfg.weights_sha256), str(path)
-
-    @staticmethod
-    def _load(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-        from timm.models.vision_transformer import checkpoint_filter_fn
-
-        try:
-            state = checkpoint_filter_fn(dict(state), model)  # layout conversion + pos-embed resampling
-            model.load_state_dict(state, strict=True)
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise VisionError(f"vision weights {source} do not fit {type(model).__name__} "
-                              f"({str(err).splitlines()[0]} …); pass the weights of "
-                              "vit_small_patch14_reg4_dinov2.lvd142m") from err
 
     def train(self, mode: bool = True) -> DinoBackbone:
         return super().train(False)  # frozen: eval mode forever

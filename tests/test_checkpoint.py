@@ -43,7 +43,7 @@ def test_a_torch_file_is_read_tensors_only_and_a_bad_one_is_named(tmp_path, cont
     weights_only=False (which would run them) is never passed on."""
     import dataclasses
 
-    from model.vision import VisionError, _read_weights_file
+    from model.dinov2 import VisionError, _read_weights_file
 
     good = tmp_path / "good.pt"
     torch.save({"w": torch.ones(2)}, good)

@@ -21,8 +21,9 @@ from tests.test_mux import make_video
 @pytest.fixture(scope="module")
 def hub_model(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(model folder with hub vision weights, the right local weights file, a wrong one)."""
+    from model.dinov2 import seeded_state_dict
     from model.generator import load_generator
-    from model.vision import DinoBackbone, seeded_state_dict
+    from model.vision import DinoBackbone
 
     root = tmp_path_factory.mktemp("hub_model")
     gen = load_generator("tiny", "cpu")

@@ -16,15 +16,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from model.dinov2 import file_sha256, seeded_state_dict, tensors_fingerprint
 from model.vision import (
     VISION_PRESETS,
     DinoBackbone,
     FrameTokenizer,
     VisionConfig,
     VisionError,
-    file_sha256,
-    seeded_state_dict,
-    tensors_fingerprint,
     vision_preset,
 )
 

@@ -36,9 +36,8 @@ exceptions and Ctrl-C (``KeyboardInterrupt``) included; the live engine calls ``
 ``finally``.  A partial recording is thus a valid file holding every chunk written so far.  Only
 a hard kill (SIGKILL, power loss) leaves the temporary file behind.
 
-sounddevice is imported lazily, in :func:`_sounddevice` only, because importing it loads and
-initialises PortAudio (which enumerates the devices at that moment, and fails when PortAudio is
-missing).
+Which devices there are, and which one a ``device:NAME_OR_INDEX`` means, is :mod:`audio.devices`'s
+business (it also imports sounddevice, lazily: importing it loads and initialises PortAudio).
 """
 
 from __future__ import annotations
@@ -57,39 +56,17 @@ from typing import Any
 import numpy as np
 
 from audio.contract import CONTRACT
+from audio.devices import SinkError, _sounddevice, resolve_device
 from audio.errors import LivefoleyError
 from audio.files import leftovers, temp_path
 
 log = logging.getLogger(__name__)
 
-PORTAUDIO_MISSING = (
-    "PortAudio is not installed: on Debian/Ubuntu `sudo apt-get install libportaudio2`; "
-    "on Fedora portaudio; on macOS brew install portaudio"
-)
 SINK_FORMS = ("device", "device:NAME_OR_INDEX", "file:PATH.wav", "file:PATH.flac", "null")
 FILE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 """Extension → (libsndfile format, subtype).  WAV stores float32 exactly; FLAC is 24-bit."""
 MAX_VOLUME = 4.0
 STATUS_FLAGS = ("output_underflow", "output_overflow", "priming_output", "input_underflow", "input_overflow")
-
-
-class SinkError(LivefoleyError):
-    """A sink could not be opened, written or closed; the message names the sink and the fix."""
-
-
-_SD: Any = None
-
-
-def _sounddevice():
-    """Import :mod:`sounddevice` (once); a missing PortAudio becomes one clear :class:`SinkError`."""
-    global _SD
-    if _SD is None:
-        try:
-            import sounddevice
-        except OSError as err:  # sounddevice raises OSError when libportaudio cannot be loaded
-            raise SinkError(PORTAUDIO_MISSING) from err
-        _SD = sounddevice
-    return _SD
 
 
 def _as_chunk(chunk: np.ndarray) -> np.ndarray:
@@ -287,75 +264,6 @@ class DeviceSinkConfig:
         return CONTRACT.frame_ms / 1000.0 if self.block_timeout_s is None else self.block_timeout_s
 
 
-def _query_devices() -> tuple[list[dict], int | None]:
-    sd = _sounddevice()
-    try:
-        devices = [dict(d) for d in sd.query_devices()]
-        hostapis = sd.query_hostapis()
-        default = sd.default.device[1]
-    except sd.PortAudioError as err:
-        raise SinkError(f"could not list the audio devices: {err}") from err
-    for d in devices:
-        d["hostapi_name"] = hostapis[d["hostapi"]]["name"]
-    default = default if isinstance(default, int) and default >= 0 else None
-    return devices, default
-
-
-def list_devices() -> list[dict]:
-    """The output devices PortAudio sees: ``index, name, hostapi, max_output_channels,
-    default_samplerate, is_default`` for each."""
-    devices, default = _query_devices()
-    return [
-        {
-            "index": d["index"],
-            "name": d["name"],
-            "hostapi": d["hostapi_name"],
-            "max_output_channels": d["max_output_channels"],
-            "default_samplerate": d["default_samplerate"],
-            "is_default": d["index"] == default,
-        }
-        for d in devices
-        if d["max_output_channels"] > 0
-    ]
-
-
-def _device_listing(devices: list[dict]) -> str:
-    if not devices:
-        return "no output devices were found (is a sound server running / a sound card present?)"
-    return "output devices: " + "; ".join(
-        f"{d['index']} {d['name']!r} ({d['hostapi']}){' [default]' if d['is_default'] else ''}"
-        for d in devices
-    )
-
-
-def resolve_device(device: int | str | None) -> dict:
-    """The output device (an entry of :func:`list_devices`) for an index, a name substring or None."""
-    outputs = list_devices()
-    hint = ("; pass --sink device:NAME_OR_INDEX with one of them (`livefoley devices` lists them)" if outputs else
-            "; without a sound device, record with --sink file:OUT.flac (or --record OUT.flac), or play "
-            "nowhere with --sink null")
-    if device is None:
-        for d in outputs:
-            if d["is_default"]:
-                return d
-        raise SinkError(f"there is no default output device; {_device_listing(outputs)}{hint}")
-    if isinstance(device, str) and device.strip().lstrip("-").isdigit():
-        device = int(device.strip())
-    if isinstance(device, int):
-        for d in outputs:
-            if d["index"] == device:
-                return d
-        raise SinkError(f"no output device with index {device}; {_device_listing(outputs)}{hint}")
-    wanted = device.strip().lower()
-    exact = [d for d in outputs if d["name"].lower() == wanted]
-    matches = exact or [d for d in outputs if wanted in d["name"].lower()]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise SinkError(f"no output device matches {device!r}; {_device_listing(outputs)}{hint}")
-    raise SinkError(f"{device!r} matches several output devices; {_device_listing(matches)}{hint}")
-
-
 class DeviceSink(Sink):
     """Play through a sound device with sounddevice/PortAudio (float32, stereo, 48 kHz).
 
@@ -364,24 +272,15 @@ class DeviceSink(Sink):
     to chunks written afterwards (what is already buffered, ≤ ``capacity_frames``, keeps its level).
     """
 
-    def __init__(
-        self,
-        *,
-        device: int | str | None = None,
-        volume: float = 1.0,
-        blocksize: int = CONTRACT.hop,
-        prefill_frames: int = 2,
-        capacity_frames: int = 8,
-        latency: float | str = "low",
-        block_timeout_s: float | None = None,
-        name: str | None = None,
-    ) -> None:
-        self.config = DeviceSinkConfig(
-            device=device, volume=volume, blocksize=blocksize, prefill_frames=prefill_frames,
-            capacity_frames=capacity_frames, latency=latency, block_timeout_s=block_timeout_s,
-        )
+    def __init__(self, config: DeviceSinkConfig | None = None, *, name: str | None = None, **fields: Any) -> None:
+        """``DeviceSink(DeviceSinkConfig(...))`` or ``DeviceSink(device="pulse", ...)`` with the fields
+        of :class:`DeviceSinkConfig` (not both)."""
+        if config is not None and fields:
+            raise TypeError("pass a DeviceSinkConfig or its fields, not both")
+        self.config = config if config is not None else DeviceSinkConfig(**fields)
+        device = self.config.device
         self.name = name or ("device" if device is None else f"device:{device}")
-        self._volume = check_volume(volume)
+        self._volume = self.config.volume
         self._ring = _Ring(self.config.capacity_samples)
         self._stream = None
         self.device: dict | None = None

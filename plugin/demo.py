@@ -99,8 +99,9 @@ def run_demo(config: DemoConfig, *, progress=None) -> dict:
 
 def _open_device():
     """The default sound device, or None (with a note) when this machine has none."""
+    from audio.devices import list_devices
     from audio.errors import LivefoleyError
-    from audio.sinks import DeviceSink, list_devices
+    from audio.sinks import DeviceSink
 
     try:
         if not list_devices():

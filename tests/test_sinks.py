@@ -2,7 +2,7 @@
 monitor and compared sample by sample), real wav/flac files, a child process interrupted with
 SIGINT, and a second PulseAudio server killed mid-stream.
 
-sounddevice is imported (through ``audio.sinks._sounddevice``) only inside tests that request the
+sounddevice is imported (through ``audio.devices._sounddevice``) only inside tests that request the
 ``pulse`` fixture: PortAudio enumerates the devices at import, so it must see the test server.
 """
 
@@ -25,16 +25,13 @@ import soundfile as sf
 from scipy import signal as sps
 
 from audio.contract import CONTRACT
+from audio.devices import PORTAUDIO_MISSING, SinkError, _sounddevice, list_devices
 from audio.sinks import (
-    PORTAUDIO_MISSING,
     DeviceSink,
     FileSink,
     MultiSink,
     NullSink,
-    SinkError,
     _Ring,
-    _sounddevice,
-    list_devices,
     open_sinks,
     parse_sink,
 )
@@ -343,12 +340,12 @@ def test_device_by_index_by_substring_and_unknown_names(pulse, monitor):
 def test_no_sound_device_at_all_suggests_recording_or_the_null_sink(monkeypatch):
     """A machine where PortAudio sees no output (no card, no sound server): the message says what
     works without one, instead of pointing at a device list that is empty."""
-    import audio.sinks
+    import audio.devices
 
-    monkeypatch.setattr(audio.sinks, "list_devices", lambda: [])
+    monkeypatch.setattr(audio.devices, "list_devices", lambda: [])
     for device in (None, "3", "pulse"):
         with pytest.raises(SinkError, match="no output devices were found") as err:
-            audio.sinks.resolve_device(device)
+            audio.devices.resolve_device(device)
         assert "--sink file:OUT.flac" in str(err.value) and "--sink null" in str(err.value)
 
 
@@ -511,7 +508,7 @@ def test_a_recording_left_by_a_killed_run_is_named_on_the_next_run(tmp_path, cap
     child.kill()
     child.wait(timeout=20)
     (left,) = tmp_path.iterdir()
-    assert left.name.startswith(".live.flac.") and left.name.endswith(".partial") and not path.exists()
+    assert left.name.startswith(".live.") and left.name.endswith(".partial.flac") and not path.exists()
     with caplog.at_level("WARNING", logger="audio.sinks"), FileSink(path) as sink:
         sink.write(tone_chunks(1))
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -604,7 +601,7 @@ def test_missing_portaudio_gives_one_clear_message(tmp_path):
         """
         import ctypes.util, sys
         ctypes.util.find_library = lambda name: None
-        from audio.sinks import SinkError, _sounddevice
+        from audio.devices import SinkError, _sounddevice
         try:
             _sounddevice()
         except SinkError as err:

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audio.sinks import list_devices
+    from audio.devices import list_devices
 
     devices = list_devices()
     if args.json:

@@ -30,7 +30,8 @@ from audio.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AudioReadError", "NoAudioTrackError", "AudioWriteError", "read_audio", "write_audio", "downmix"]
+__all__ = ["AudioReadError", "NoAudioTrackError", "AudioWriteError", "decode_track", "downmix", "read_audio",
+           "resample", "write_audio"]
 
 SOUNDFILE_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"})
 WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_24")}
@@ -112,7 +113,7 @@ def read_audio(
         )
     out = downmix(data, names, channels=channels, source=str(path))
     if rate != sample_rate:
-        out = _resample(out, rate, sample_rate)
+        out = resample(out, rate, sample_rate)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -145,27 +146,47 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int, list[str] | None]:
                 f"{path}: the file has no audio track (it holds {kinds}); give a file with sound"
             )
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp")  # planar float32, native rate and layout
-        parts: list[np.ndarray] = []
-        names: list[str] | None = None
-        rate = stream.rate or stream.codec_context.sample_rate
         try:
-            for frame in container.decode(stream):
-                if names is None:
-                    names = [c.name for c in frame.layout.channels]
-                    rate = frame.sample_rate or rate
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray())
-            for out in resampler.resample(None):
-                parts.append(out.to_ndarray())
+            data, rate, names, _ = decode_track(container, stream)
         except (av.error.FFmpegError, ValueError) as err:
             raise AudioReadError(f"{path}: the audio track is corrupt ({err})") from None
-    if not parts:
+    if data is None:
         raise AudioReadError(f"{path}: the audio track holds no samples")
+    return data, rate or int(stream.rate or stream.codec_context.sample_rate), names
+
+
+def decode_track(container, stream, *, start: float | None = None, end: float | None = None,
+                 ) -> tuple[np.ndarray | None, int, list[str] | None, float | None]:
+    """Decode audio ``stream`` of an open PyAV ``container`` (from ``start`` to ``end`` seconds of the
+    stream's own time when given; the caller seeks) → ``(data (C, N) float32 at the native rate and
+    layout or None when empty, rate, FFmpeg channel names, time of the first sample)``.  The one
+    decode loop of every reader (:func:`read_audio`, :func:`audio.mux.read_audio_window`); FFmpeg
+    errors propagate for the caller to name its file."""
+    import av
+
+    resampler = av.AudioResampler(format="fltp")  # planar float32, native rate and layout
+    parts: list[np.ndarray] = []
+    names: list[str] | None = None
+    rate, first_time = 0, None
+    for frame in container.decode(stream):
+        if end is not None and frame.time is not None and frame.time >= end:
+            break
+        if names is None:
+            if start is not None and frame.time is not None and frame.time + frame.samples / frame.sample_rate <= start:
+                continue  # wholly before the window
+            names = [c.name for c in frame.layout.channels]
+            rate = frame.sample_rate
+            first_time = frame.time if frame.time is not None else start
+        for out in resampler.resample(frame):
+            parts.append(out.to_ndarray())
+    for out in resampler.resample(None):
+        parts.append(out.to_ndarray())
+    if not parts:
+        return None, rate, names, first_time
     width = parts[0].shape[0]
     if any(p.shape[0] != width for p in parts):
-        raise AudioReadError(f"{path}: the channel count changes inside the audio track; convert it first")
-    return np.concatenate(parts, axis=1).astype(np.float32, copy=False), int(rate), names
+        raise ValueError("the channel count changes inside the audio track; convert it first")
+    return np.concatenate(parts, axis=1).astype(np.float32, copy=False), int(rate), names, first_time
 
 
 def downmix(
@@ -196,7 +217,8 @@ def downmix(
     return stereo.mean(axis=0, keepdims=True) if channels == 1 else stereo
 
 
-def _resample(data: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+def resample(data: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """``(C, N)`` float32 from ``rate_in`` to ``rate_out`` (polyphase)."""
     from scipy.signal import resample_poly
 
     g = math.gcd(rate_in, rate_out)

@@ -5,13 +5,13 @@ causal model as ``live`` over it (vision tokens in batches, then the autoregress
 
 * a video (mp4 / m4v / mov / mkv / webm / avi): the original video stream copied packet for packet
   plus the generated 48 kHz stereo track, the original audio kept as a second track or mixed in
-  (:func:`audio.media.mux_audio`); or
+  (:func:`audio.mux.mux_audio`); or
 * audio only (``.wav`` / ``.flac``, :func:`audio.io.write_audio`).
 
 The generated track lasts exactly as long as the output's video (the model makes ``n`` 1600-sample
 chunks for the ``n`` 30-fps frames that cover the window, trimmed to the window's length).  With
 ``start``/``duration`` and a video output, the window begins on the key frame at or before
-``start`` (a stream copy cannot begin elsewhere; :class:`audio.media.MuxPlan`); audio-only outputs
+``start`` (a stream copy cannot begin elsewhere; :class:`audio.mux.MuxPlan`); audio-only outputs
 use the window as given.
 
 Robustness: each input fails on its own (a :class:`FileResult` with the message) and the batch
@@ -408,7 +408,7 @@ def generate_file(gen, src: Path, dst: Path, config: GenerateConfig, *,
     """Process one input into ``dst``; raises :class:`LivefoleyError` (or an FFmpeg / OS error)
     on failure.  ``gen`` is a loaded :class:`model.generator.Generator`."""
     from audio.io import write_audio
-    from audio.media import mix_tracks, mux_audio, plan_mux, read_audio_window, scan_video
+    from audio.mux import mix_tracks, mux_audio, plan_mux, read_audio_window, scan_video
     from capture.file import iter_frames_30fps, probe_video
     from capture.resample import output_frame_count
 

@@ -1,4 +1,4 @@
-"""audio.media.mux_audio / plan_mux: the original video stream copied packet for packet next to a
+"""audio.mux.mux_audio / plan_mux: the original video stream copied packet for packet next to a
 generated track, in mp4/mov/mkv/webm/avi, with the original audio kept or mixed.
 
 Every input is a real file encoded here with PyAV (:func:`make_video`, also used by
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from audio.contract import CONTRACT
-from audio.media import MediaError, mix_tracks, mux_audio, plan_mux, read_audio_window
+from audio.media import MediaError
+from audio.mux import mix_tracks, mux_audio, plan_mux, read_audio_window
 
 SR = CONTRACT.sample_rate
 HOP = CONTRACT.hop

@@ -4,7 +4,7 @@ Every sink takes chunks of shape ``(channels, N)`` float32 at :data:`CONTRACT.sa
 (normally ``(2, CONTRACT.hop)`` = ``(2, 1600)``, one video frame of sound) through
 ``open() / write(chunk) / close()`` or a ``with`` block, and reports counters through ``stats()``.
 
-Sink strings (``--sink`` / ``--record``), see :func:`parse_sink` and :func:`open_sinks`::
+Sink strings (``--sink`` / ``--record``), see :func:`parse_sink` and :func:`build_sinks`::
 
     device                 the default output device
     device:NAME_OR_INDEX   an output device by (case-insensitive) name substring or index
@@ -718,11 +718,11 @@ def parse_sink(spec: str, **device_options: Any) -> Sink:
     raise SinkError(f"unknown sink {spec!r}; valid forms: {', '.join(SINK_FORMS)}")
 
 
-def open_sinks(
+def build_sinks(
     specs: list[str], record: str | None = None, volume: float = 1.0, **device_options: Any
 ) -> MultiSink:
-    """The (unopened) :class:`MultiSink` for ``--sink`` strings plus an optional ``--record`` path;
-    use it in a ``with`` block.  ``volume`` is the playback volume of the device sinks."""
+    """Build (not open) the :class:`MultiSink` for ``--sink`` strings plus an optional ``--record``
+    path; open it with a ``with`` block (or ``open()``).  ``volume`` is the playback volume of the device sinks."""
     sinks = [parse_sink(s, volume=volume, **device_options) for s in specs]
     if record:
         sinks.append(FileSink(record))

@@ -477,31 +477,23 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 # ---- the run -----------------------------------------------------------------------------------
 
 
-MONITOR_SEEDS = (100, 101)
-"""World seeds of the held-out clips checked while training (never in a synth corpus made with the
-recipe's seeds; also the first two seeds of the README's evaluation)."""
-
-
-def monitor_ceiling(model: nn.Module, *, seconds: float = 10.0, seeds: Sequence[int] = MONITOR_SEEDS) -> dict:
-    """Put held-out world clips through ``model`` (encode the mean, decode) and return the ceiling
-    figures averaged over the clips: F1 at ±50 ms, pan accuracy, quiet-stretch contrast (and the
+def monitor_ceiling(model: nn.Module, clips: Sequence[tuple]) -> dict:
+    """Put held-out ``clips`` — ``(reference (2, N), events, quiet spans)`` each, e.g. world clips of
+    seeds no training corpus holds — through ``model`` (encode the mean, decode) and return the
+    ceiling figures averaged over them: F1 at ±50 ms, pan accuracy, quiet-stretch contrast (and the
     ground truth's), MR-STFT and log-mel distances — a collapse shows within minutes."""
     from audio.codec import roundtrip
     from audio.metrics import aggregate, evaluate_clip
-    from capture.synthetic.world import world_audio
 
-    n_frames = max(2, round(seconds * 30))
-    clips = []
+    results = []
     was_training = model.training
     model.eval()
     try:
-        for seed in seeds:
-            reference, events, quiet = world_audio(seed, n_frames)
-            through = roundtrip(model, reference)
-            clips.append(evaluate_clip(through, reference, events, quiet_spans=quiet))
+        for reference, events, quiet in clips:
+            results.append(evaluate_clip(roundtrip(model, reference), reference, events, quiet_spans=quiet))
     finally:
         model.train(was_training)
-    agg = aggregate(clips)
+    agg = aggregate(results)
     keys = ("f1", "pan_accuracy", "quiet_contrast_db", "ref_quiet_contrast_db", "mrstft", "logmel_l1_db")
     return {k: agg.get(k) for k in keys}
 
@@ -538,8 +530,12 @@ def train_vae(
     resume: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    held_out: Sequence[tuple] = (),
 ) -> dict[str, Any]:
     """Train (or, with ``resume``, continue) a VAE run in ``out``; returns a summary dict.
+
+    ``held_out``: clips for the ceiling check every ``monitor_every`` steps (see
+    :func:`monitor_ceiling`; ``livefoley train vae`` passes held-out world clips); none: no check.
 
     Without ``resume`` the run folder must not hold a run yet; with it, the folder's model config
     must equal ``model_config`` and training continues from the saved step up to
@@ -611,8 +607,8 @@ def train_vae(
                 log_file.flush()
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "stft", "adv", "fm") if k in last})
                 log.info("step %d %s", trainer.step, " ".join(f"{k}={v:.4g}" for k, v in last.items()))
-            if train_config.monitor_every and trainer.step % train_config.monitor_every == 0:
-                check = monitor_ceiling(trainer.ema, seconds=train_config.monitor_seconds)
+            if held_out and train_config.monitor_every and trainer.step % train_config.monitor_every == 0:
+                check = monitor_ceiling(trainer.ema, held_out)
                 with open(out / MONITOR_FILE, "a") as monitor_file:
                     monitor_file.write(json.dumps({"step": trainer.step, "time": round(time.monotonic() - started, 3),
                                                    **check}) + "\n")

@@ -130,6 +130,11 @@ class Generator:
         return StreamSession(self, seed=seed, nfe=self.nfe if nfe is None else nfe,
                              guidance=self.guidance if guidance is None else guidance, timing=timing)
 
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """A frame scaled to fit the vision input (aspect ratio kept): what ``tokenize`` and ``step``
+        would do to it first, so fitting ahead (in another thread) gives the same tokens."""
+        return self.model.tokenizer.backbone.fit(image)
+
     @torch.inference_mode()
     def tokenize(self, frames: Iterable, *, batch_size: int = 32) -> Iterator[Tensor]:
         """Vision tokens for a clip, computed in batches; yields (n, d_token) blocks in order."""

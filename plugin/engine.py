@@ -643,13 +643,13 @@ class LiveEngine:
 
     def _validate(self) -> None:
         """Reject bad source / sink strings before the (slow) model load."""
-        from audio.sinks import open_sinks
+        from audio.sinks import build_sinks
         from capture.registry import parse_source
 
         cfg = self.config
         if self._source_obj is None:
             parse_source(cfg.source)
-        open_sinks(list(cfg.sinks), record=cfg.record, volume=self._volume, blocksize=cfg.blocksize,
+        build_sinks(list(cfg.sinks), record=cfg.record, volume=self._volume, blocksize=cfg.blocksize,
                    prefill_frames=1, capacity_frames=cfg.capacity_frames)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -774,7 +774,7 @@ class LiveEngine:
     _started_ok = False
 
     def _run(self) -> None:
-        from audio.sinks import DeviceSink, open_sinks
+        from audio.sinks import DeviceSink, build_sinks
         from capture.thread import CaptureThread
 
         cfg = self.config
@@ -797,7 +797,7 @@ class LiveEngine:
             session = self._open_session(gen)
             self._choose_start_rung(self._warm_up(session))
             self._apply_rung(session)
-            sinks = open_sinks(list(cfg.sinks), record=cfg.record, volume=self._volume,
+            sinks = build_sinks(list(cfg.sinks), record=cfg.record, volume=self._volume,
                                blocksize=cfg.blocksize, prefill_frames=1, capacity_frames=cfg.capacity_frames)
             sinks.open()
             self._sinks = sinks

@@ -369,8 +369,7 @@ def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None 
     # The backbone's own resize, in the decoding thread: the backbone then finds frames already at
     # size and leaves them alone (bit-identical tokens), and the main thread is spared ≈ 4 ms per
     # 720p frame (the resize, and stacking full-size frames).
-    fit = gen.model.tokenizer.backbone.fit
-    with Prefetch(_fitted(frames, fit), depth=batch_size) as decoded, \
+    with Prefetch(_fitted(frames, gen.fit), depth=batch_size) as decoded, \
             Prefetch(gen.tokenize(decoded, batch_size=batch_size), depth=2,
                      name="livefoley-vision") as blocks:
         audio = gen.generate_from_tokens(blocks, seed=seed, nfe=nfe, guidance=guidance, progress=progress)

@@ -32,7 +32,7 @@ from audio.sinks import (
     MultiSink,
     NullSink,
     _Ring,
-    open_sinks,
+    build_sinks,
     parse_sink,
 )
 
@@ -529,7 +529,7 @@ def test_multi_sink_recording_equals_what_the_device_played(pulse, monitor, tmp_
     audio = tone_chunks(24, seed=12)
     path = tmp_path / "rec.flac"
     mark = monitor.mark()
-    with open_sinks(["device:pulse", "null"], record=str(path), block_timeout_s=2.0) as sink:
+    with build_sinks(["device:pulse", "null"], record=str(path), block_timeout_s=2.0) as sink:
         assert isinstance(sink, MultiSink) and sink.latency_s > 0
         play(sink, audio)
     played = monitor.since(mark)
@@ -566,14 +566,14 @@ def test_sink_strings():
     with pytest.raises(SinkError, match="names no device"):
         parse_sink("device:")
     with pytest.raises(SinkError, match="no sink given"):
-        open_sinks([], None)
+        build_sinks([], None)
     with pytest.raises(SinkError, match="named twice"):
-        open_sinks(["file:a.wav"], record="a.wav")
+        build_sinks(["file:a.wav"], record="a.wav")
     with pytest.raises(SinkError, match="prefill_frames must be between 1 and capacity_frames"):
         DeviceSink(prefill_frames=9, capacity_frames=8)
     with pytest.raises(SinkError, match="folder .* does not exist"):
         FileSink(Path(tempfile.gettempdir()) / "no-such-dir-livefoley" / "x.wav").open()
-    multi = open_sinks(["device", "null"], record="r.wav", volume=0.5)
+    multi = build_sinks(["device", "null"], record="r.wav", volume=0.5)
     assert [type(s) for s in multi.sinks] == [DeviceSink, NullSink, FileSink]
     assert multi.sinks[0].volume == 0.5
 

@@ -177,3 +177,19 @@ def test_cli_trains_resumes_and_the_run_reconstructs(tmp_path, data_dir, capsys)
     assert figures["latent_frames"] == 3 and figures["duration_s"] == 0.1
     data, rate = sf.read(out, always_2d=True)
     assert rate == SR and data.shape == (4800, 2)
+
+
+def test_cli_checks_the_ceiling_on_held_out_world_clips_while_it_trains(tmp_path, data_dir, capsys):
+    """`train vae` puts the held-out world clips (seeds 100, 101) through the EMA codec every
+    monitor_every steps and writes the figures to monitor.jsonl (a collapse shows within minutes)."""
+    from audio.vae_train import MONITOR_FILE
+
+    settings = tmp_path / "monitor.json"
+    settings.write_text(json.dumps({**FAST, "monitor_every": 1, "monitor_seconds": 0.5}))
+    run = tmp_path / "run"
+    assert cli(["train", "vae", "--data", str(data_dir), "--preset", "spectral", "--steps", "2", "--out", str(run),
+                "--train-config", str(settings), "--no-progress"]) == 0
+    checks = [json.loads(line) for line in (run / MONITOR_FILE).read_text().splitlines()]
+    assert [c["step"] for c in checks] == [1, 2]
+    for c in checks:
+        assert 0 <= c["f1"] <= 1 and c["mrstft"] > 0 and c["logmel_l1_db"] > 0

@@ -13,6 +13,10 @@ from collections.abc import Callable
 
 from plugin.options import folder_dest
 
+HELD_OUT_SEEDS = (100, 101)
+"""World seeds of the clips the codec's ceiling is checked on while it trains (never in a corpus made
+with the recipe's `synth` seeds; also the first two seeds of the README's evaluation)."""
+
 HELP = "train the VAE, then the generator: stage1 (diffusion) and ect (consistency tuning)"
 
 
@@ -100,6 +104,7 @@ def _run_vae(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
+    from audio.contract import CONTRACT
     from audio.errors import LivefoleyError
     from audio.vae import VAEConfig, get_preset
     from audio.vae_train import VAETrainConfig, read_run_config, train_vae
@@ -134,6 +139,12 @@ def _run_vae(args: argparse.Namespace) -> int:
         model_config = chosen or get_preset("tiny")
         base, data = {}, args.data
     train_config = VAETrainConfig.from_dict({**base, **overrides})
+    held_out = []
+    if train_config.monitor_every:  # the world clips of seeds no `synth` corpus of the recipe holds
+        from capture.synthetic.world import world_audio
+
+        n_frames = max(2, round(train_config.monitor_seconds * CONTRACT.fps))
+        held_out = [world_audio(seed, n_frames) for seed in HELD_OUT_SEEDS]
     summary = train_vae(
         data=data,
         out=args.out,
@@ -142,6 +153,7 @@ def _run_vae(args: argparse.Namespace) -> int:
         resume=args.resume,
         device=args.device,
         progress=not args.no_progress,
+        held_out=held_out,
     )
     summary["train_config"] = dataclasses.asdict(train_config)
     if args.json:

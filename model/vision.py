@@ -154,11 +154,10 @@ class VisionConfig:
 
 VISION_PRESETS: dict[str, VisionConfig] = {
     # CPU preset (the shipped default model): 84×140 input = 6×10 = 60 patches, pooled to 3×5 = 15
-    # aggregator tokens.  Measured on 2 threads (scripts/measure_vision.py, quiet moments of a shared
-    # AMX CPU): bf16 whole path ≈ 15.3–15.7 ms/frame (DINOv2 13.9, preprocess 0.8, aggregator 0.3);
-    # fp32 ≈ 23 ms.  The ViT has ≈ 7 ms of fixed cost, so 56×112 (32 patches) saves only ≈ 2 ms while
-    # 112×196 (112 patches) costs ≈ 40 % more CPU.  Seeded weights (no hub on the build machines),
-    # fingerprint checked at load.
+    # aggregator tokens: the ViT has a large fixed cost per frame, so fewer patches save little while
+    # more cost CPU in proportion (scripts/measure_vision.py compares input sizes and dtypes on the
+    # machine at hand; bf16 pays where the CPU has AMX / AVX512-BF16).  Seeded weights (no model
+    # hub on the build machines), fingerprint checked at load.
     "tiny": VisionConfig(
         input_size=(84, 140),
         weights="seeded:0",
@@ -303,10 +302,10 @@ class DinoBackbone(nn.Module):
 def _resize(img: np.ndarray, nh: int, nw: int) -> np.ndarray:
     """(H, W, 3) uint8 → (nh, nw, 3): area-averaging when shrinking (antialiased), bicubic when enlarging.
 
-    OpenCV's area resize is slow for non-integer ratios (≈ 1.8 ms for 720p → 140×79, ≈ 8 ms from
-    1080p) but fast for integer ones, so a large reduction first box-averages by the integer factor
-    k (after centre-cropping fewer than k pixels so that the ratio is exact), then area-resizes the
-    small remainder: ≈ 0.7 / 1.5 ms."""
+    OpenCV's area resize is slow for non-integer ratios but fast for integer ones, so a large
+    reduction first box-averages by the integer factor k (after centre-cropping fewer than k pixels
+    so that the ratio is exact), then area-resizes the small remainder (several times faster from
+    720p or 1080p)."""
     H, W = img.shape[:2]
     if (nh, nw) == (H, W):
         return img

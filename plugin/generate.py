@@ -367,8 +367,8 @@ def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None 
     ``progress(n)`` is called per block of ``n`` frames done.
     """
     # The backbone's own resize, in the decoding thread: the backbone then finds frames already at
-    # size and leaves them alone (bit-identical tokens), and the main thread is spared ≈ 4 ms per
-    # 720p frame (the resize, and stacking full-size frames).
+    # size and leaves them alone (bit-identical tokens), and the main thread is spared the resize
+    # and the stacking of full-size frames.
     with Prefetch(_fitted(frames, gen.fit), depth=batch_size) as decoded, \
             Prefetch(gen.tokenize(decoded, batch_size=batch_size), depth=2,
                      name="livefoley-vision") as blocks:

@@ -231,8 +231,8 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     # Sony's exact architecture: their sr_causal_ds_1600_dim_64.ckpt loads strictly (~150M params).
     "sr-causal": _SR_CAUSAL,
     # Same class and strides, 8 base channels (8→8→16→32→64→128): 0.34M + 0.35M parameters.
-    # Chosen with scripts/measure_vae.py: ~1.7-2.0 ms per streamed latent on this 2-core machine
-    # (budget 3 ms); 12 channels took ~2.2-2.3 ms, 16 channels ~3.1-3.8 ms.
+    # The widest that streams a latent within a 3 ms share of the frame budget on two CPU cores
+    # (scripts/measure_vae.py measures 8, 12 and 16 channels on the machine at hand).
     "tiny": VAEConfig(channels=8, c_mults=(1, 2, 4, 8, 16), strides=(2, 4, 5, 5, 8)),
 }
 # The codec that trains on two CPU cores (audio/spectral.py): learned log-magnitude spectrogram

@@ -3,8 +3,8 @@
 Each frame is one obs-websocket ``GetSourceScreenshot`` — OBS renders the source *now* and returns
 it as JPEG — asked for at the model's input size (only the width, or only the height, so OBS keeps
 the aspect ratio and the model's letterbox has nothing to shrink), decoded with OpenCV to RGB.
-Measured on the 2-core build machine: a 140–400 px wide JPEG costs ≈ 3.5–5 ms per call, so OBS
-serves far more than the nominal 30 fps; the source paces itself to ``fps`` like the screen
+A small JPEG costs a few milliseconds per call (its ``stats()`` report them), so OBS serves far
+more than the nominal 30 fps; the source paces itself to ``fps`` like the screen
 grabber (tick ``n`` is due at ``first + n / fps``; late ticks are skipped, never queued), with
 ``pts`` = tick time and ``captured_at`` = when the request was sent.
 

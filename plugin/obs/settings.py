@@ -38,7 +38,8 @@ SETTINGS_FILE = "settings.json"
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 4455
 #: Render Delay used by ``obs setup`` when no latency was ever measured and none is given (ms).
-#: ≈ the glass-to-ear p50 of ``tiny`` on a 2-core CPU through PulseAudio (plugin/engine.py figures).
+#: Of the order of a CPU model's glass-to-ear latency through PulseAudio (the README's measured table);
+#: `livefoley obs live` replaces it with the latency it measures.
 DEFAULT_DELAY_MS = 150
 MAX_DELAY_MS = 500  # OBS's Render Delay filter cannot delay more
 

@@ -37,3 +37,68 @@ def rss_mib() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return peak_rss_mib()
+
+
+def idle_cores(sample_s: float = 0.2) -> int:
+    """How many of the CPUs this process may use are mostly idle (≥ 60 % over ``sample_s``), from
+    two readings of /proc/stat; without /proc, all of them."""
+    import time
+
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+    def read() -> dict[int, tuple[int, int]]:
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *values = line.split()
+                    ticks = [int(v) for v in values]
+                    out[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks))  # idle + iowait, total
+        return out
+
+    try:
+        before = read()
+        time.sleep(sample_s)
+        after = read()
+    except (OSError, ValueError, IndexError):
+        return len(allowed)
+    idle = 0
+    for cpu in allowed:
+        if cpu in before and cpu in after:
+            total = after[cpu][1] - before[cpu][1]
+            idle += total > 0 and (after[cpu][0] - before[cpu][0]) / total >= 0.6
+    return idle
+
+
+def choose_threads(requested: int | None = None, *, most: int = 2) -> int:
+    """The torch CPU thread count for the per-frame step: ``requested`` when given; else one per idle
+    core, at most ``most``, at least 1.  A streaming PC is never idle: with a thread on a core that
+    another process keeps busy, every parallel region waits for it and the step collapses (measured
+    ~10× slower), so a busy core gets no thread."""
+    if requested is not None:
+        return requested
+    return max(1, min(most, idle_cores()))
+
+
+class competing_load:  # noqa: N801 - used as a context manager, like a function
+    """``with competing_load(cores=1):`` — other processes keep ``cores`` CPUs busy meanwhile (a
+    streamer's game or encoder, for benchmarks: ``livefoley bench`` measures its loaded rows inside)."""
+
+    def __init__(self, cores: int = 1) -> None:
+        self.cores = cores
+        self._procs: list = []
+
+    def __enter__(self) -> competing_load:
+        import subprocess
+        import time
+
+        self._procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.cores)]
+        time.sleep(0.3)  # let the scheduler see them before anything is measured
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self._procs:
+            p.kill()
+        for p in self._procs:
+            p.wait()
+        self._procs = []

@@ -19,7 +19,10 @@ def test_bench_reports_every_configuration_with_components_json_and_plot(tmp_pat
     table = capsys.readouterr().out
     assert "paper H100" in table and "24.3 ± 1.97 / 26.3 ± 1.45" in table
     report = json.loads(out.read_text())
-    assert [(r["nfe"], r["cfg"]) for r in report["rows"]] == [(1, 3.0), (1, 1.0), (2, 3.0), (2, 1.0)]
+    configs = [(1, 3.0), (1, 1.0), (2, 3.0), (2, 1.0)]
+    assert [(r["load"], r["nfe"], r["cfg"]) for r in report["rows"]] == (
+        [("quiet", *c) for c in configs] + [("loaded", *c) for c in configs])  # the loaded rows beside
+    assert all(r["threads"] == 1 for r in report["rows"])  # --threads given: kept under load too
     for r in report["rows"]:
         assert len(r["waveform_samples_ms"]) == 6
         assert r["waveform_ms"]["p50"] > r["token_ms"]["p50"] > 0
@@ -63,3 +66,20 @@ def test_bf16_compute_stays_within_stated_tolerance_of_fp32():
     assert b.dtype == np.float32 and np.isfinite(b).all()
     assert np.sqrt(((a - b) ** 2).mean() / (a**2).mean()) < 0.05
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def test_the_thread_count_follows_the_idle_cores():
+    """No flag from the user: one thread per idle core (at most 2), so a core kept busy by another
+    process gets no thread of ours (a thread there stalls every parallel region of the step)."""
+    import os
+
+    from audio.measure import choose_threads, competing_load, idle_cores
+
+    usable = len(os.sched_getaffinity(0))
+    assert choose_threads(3) == 3  # asked for: kept
+    quiet = idle_cores()
+    with competing_load(cores=usable):  # every core busy
+        assert idle_cores() == 0 and choose_threads() == 1  # never fewer than one
+    if quiet >= 2 and usable >= 2:
+        with competing_load(cores=1):
+            assert idle_cores() <= quiet - 1

@@ -37,7 +37,11 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="transformer / head / VAE dtype (default fp32)")
     p.add_argument("--vision-dtype", choices=("fp32", "bf16"), help="DINOv2 dtype (default: the model's)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=count(1), help="CPU threads for torch (default: one per idle core, at most 2, "
+                   "chosen again under each load)")
+    p.add_argument("--load", choices=("quiet", "loaded", "both"), default="both",
+                   help="run quiet, with one core kept busy by another process (it starts it itself), or both "
+                        "(default; the rows side by side)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the full report (with every sample) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="latency distributions against the 33.3 ms line")
@@ -52,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from plugin.bench import BenchConfig, format_table, plot_latency, run_bench
 
     config = BenchConfig(model=args.model, source=args.source, size=parse_size(args.size, what="--size"),
-                      frames=args.frames, warmup=args.warmup,
-                      nfes=tuple(args.nfe or ()), guidances=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
-                      vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed,
-                      dinov2_weights=args.dinov2_weights)
+                         frames=args.frames, warmup=args.warmup, nfes=tuple(args.nfe or ()),
+                         guidances=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
+                         vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed,
+                         loads=("quiet", "loaded") if args.load == "both" else (args.load,),
+                         dinov2_weights=args.dinov2_weights)
     with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
         report = run_bench(config, progress=bar.update)
     print(format_table(report))

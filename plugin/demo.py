@@ -39,10 +39,14 @@ class DemoConfig:
 
 
 def run_demo(config: DemoConfig, *, progress=None) -> dict:
+    import torch
+
+    from audio.measure import choose_threads
     from audio.media import write_video
     from capture.synthetic.world import World
     from model.generator import load_generator
 
+    torch.set_num_threads(choose_threads())  # one per idle core: a busy core gets no thread of ours
     gen = load_generator(config.model, device=config.device, dinov2_weights=config.dinov2_weights)
     world = World(config.seed, width=config.size[0], height=config.size[1])
     n = max(1, round(config.seconds * CONTRACT.fps))

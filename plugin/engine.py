@@ -98,7 +98,8 @@ playing, then swapped in with a fresh stream state), :meth:`LiveEngine.reset` (s
 :meth:`LiveEngine.stop` (the sinks are closed in the worker's ``finally``, so a recording is always
 finalised).  An engine can be started again after a stop; the loaded generator is kept.
 
-**Threads**: ``threads`` = N CPU threads in all (None: torch's count): the worker uses all N on
+**Threads**: ``threads`` = N CPU threads in all (None: one per idle core, at most 2 —
+:func:`audio.measure.choose_threads`; a core another process keeps busy gets none): the worker uses all N on
 the waiting rungs, and ⌈N/2⌉ on the pipelined ones, where the vision thread has the other ⌊N/2⌋
 (≥ 1 each; torch's thread count is per calling thread with OpenMP).  OpenMP's own wait policy is
 kept: with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once after each op) a 2-thread step of
@@ -122,7 +123,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
-from audio.measure import rss_mib
+from audio.measure import choose_threads, rss_mib
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class EngineConfig:
     - ``duration_s``: stop after this much stream time (None: until stopped / the source ends).
     - ``model`` / ``device`` / ``dinov2_weights`` / ``threads``: the generator (``dinov2_weights``: a
       local DINOv2 file for a model whose vision weights come from the hub); ``threads``: CPU
-      threads in all (None: torch's count), see *Threads* in the module docstring;
+      threads in all (None: one per idle core), see *Threads* in the module docstring;
       ``nfe`` / ``guidance`` ω (None: the model's defaults; ``--cfg`` on the command line); ``seed``.
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
@@ -754,12 +755,9 @@ class LiveEngine:
 
     # -- the worker ------------------------------------------------------------------------------------
     def _load_generator(self, name: str):
-        import torch
 
         from model.generator import load_generator
 
-        if self.config.threads is not None:
-            torch.set_num_threads(self.config.threads)
         log.info("loading model %s on %s", name, self.config.device)
         return load_generator(name, device=self.config.device, dinov2_weights=self.config.dinov2_weights)
 
@@ -782,11 +780,10 @@ class LiveEngine:
         session = None
         sinks = None
         capture = None
-        import torch
 
         # N threads in all: the worker takes all N on the waiting rungs, ⌈N/2⌉ on the pipelined ones,
         # where the vision thread has ⌊N/2⌋ beside it (at least 1 each)
-        n = cfg.threads if cfg.threads is not None else torch.get_num_threads()
+        n = choose_threads(cfg.threads)  # None: one per idle core (a core another process keeps busy gets none)
         self._thread_split = (n, max(1, (n + 1) // 2), max(1, n // 2))
         self._vision_thread = _VisionThread(threads=self._thread_split[2], on_encoded=self._on_encoded)
         try:

@@ -42,7 +42,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
-from audio.measure import peak_rss_mib
+from audio.measure import choose_threads, peak_rss_mib
 from plugin.options import check_writable, same_file
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class GenerateConfig:
     mixing; ``dinov2_weights``: a local DINOv2 file (for a model with hub vision weights);
     ``format`` (a suffix such as ``".mkv"``/``".wav"``) names the outputs written to a folder
     (default: the input's own container); ``threads`` = torch CPU threads (None → 1, see
-    :func:`cpu_threads`).
+    :func:`audio.measure.choose_threads`, at most 1).
     """
 
     model: str = "default"
@@ -181,16 +181,6 @@ class GenerateReport:
             },
             "failures": [{"input": r.input, "error": r.error} for r in self.failed],
         }
-
-
-def cpu_threads(requested: int | None) -> int:
-    """Torch CPU threads for generation: ``requested``, else 1.
-
-    The per-frame loop runs small matrices whose parallel regions cost more in thread hand-offs
-    than they save, and decoding already runs on another thread; on a loaded (shared) machine two
-    intra-op threads made the loop ~10× slower than one in our measurements.
-    """
-    return requested if requested is not None else 1
 
 
 # ---- inputs and outputs ------------------------------------------------------------------------------
@@ -511,7 +501,9 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
 
         gen = load_generator(config.model, config.device, dinov2_weights=config.dinov2_weights)
         if gen.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(config.threads))
+            # one intra-op thread unless asked: the loop's small matrices gain little from two, and
+            # decoding and the vision encoder run on threads of their own beside it
+            torch.set_num_threads(choose_threads(config.threads, most=1))
     if gen is not None:
         nfe = gen.check_nfe(config.nfe if config.nfe is not None else gen.nfe)
         guidance = config.guidance if config.guidance is not None else gen.guidance
@@ -568,6 +560,6 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
 
 __all__ = [
     "AUDIO_SUFFIXES", "FileResult", "GenerateConfig", "GenerateError", "GenerateReport", "Prefetch",
-    "VIDEO_SUFFIXES", "collect_inputs", "cpu_threads", "generate_file", "generate_pipelined", "plan_outputs",
+    "VIDEO_SUFFIXES", "collect_inputs", "generate_file", "generate_pipelined", "plan_outputs",
     "run_generate",
 ]

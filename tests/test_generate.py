@@ -49,7 +49,7 @@ def gen():
     from model.generator import load_generator
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what the CLI uses on CPU (plugin.generate.cpu_threads)
+    torch.set_num_threads(1)  # what the CLI uses on CPU (choose_threads(None, most=1) in plugin.generate)
     yield load_generator("tiny", "cpu")
     torch.set_num_threads(threads)
 

@@ -225,6 +225,11 @@ def _run_model(args, metrics) -> dict:
         raise LivefoleyError(f"--seconds {args.seconds} gives fewer than 2 frames; evaluate at least 0.1 s")
     size = parse_size(args.size, what="--size")
     t0 = time.perf_counter()
+    import torch
+
+    from audio.measure import choose_threads
+
+    torch.set_num_threads(choose_threads())  # one per idle core: a busy core gets no thread of ours
     gen = load_generator(args.model, device=args.device, dinov2_weights=args.dinov2_weights)
     load_s = time.perf_counter() - t0
     variants = resolve_nfe(args.nfe, gen)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -108,11 +109,13 @@ class EngineProcess:
 
     def stop(self) -> int | None:
         """Terminate (the engine closes its sinks), wait up to ``stop_timeout``, then kill.  Returns the
-        exit code (None when nothing ran)."""
+        exit code (None when nothing ran); an engine that ends on the SIGTERM sent here (it exits 143, as
+        for any SIGTERM) stopped as asked and returns 0."""
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
+        asked = proc.poll() is None
+        if asked:
             proc.terminate()
             try:
                 proc.wait(self.stop_timeout)
@@ -121,7 +124,8 @@ class EngineProcess:
                 proc.wait(self.stop_timeout)
         if self._reader is not None:
             self._reader.join(1.0)
-        self.last_exit = proc.returncode
+        code = proc.returncode
+        self.last_exit = 0 if asked and code in (-signal.SIGTERM, 128 + signal.SIGTERM) else code
         self.proc = None
         return self.last_exit
 
@@ -139,7 +143,7 @@ class EngineProcess:
             return f"running: {last}" if last else "starting…"
         if self.last_exit is None:
             return "stopped"
-        if self.last_exit in (0, -15, 143):
+        if self.last_exit == 0:
             return "stopped"
         return f"exited with code {self.last_exit}: {last}"
 

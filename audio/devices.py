@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 
 PORTAUDIO_MISSING = (
     "PortAudio is not installed: on Debian/Ubuntu `sudo apt-get install libportaudio2`; "
@@ -20,6 +20,10 @@ PORTAUDIO_MISSING = (
 
 class SinkError(LivefoleyError):
     """A sink could not be opened, written or closed; the message names the sink and the fix."""
+
+
+class SinkSpecError(SinkError, UsageError):
+    """A sink string, recording name or volume that means nothing (exit 2: nothing was opened)."""
 
 
 _SD: Any = None

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from audio.contract import CONTRACT
-from audio.devices import SinkError, _sounddevice, resolve_device
+from audio.devices import SinkError, SinkSpecError, _sounddevice, resolve_device
 from audio.errors import LivefoleyError
 from audio.files import leftovers, temp_path
 
@@ -85,7 +85,7 @@ def check_volume(volume: float) -> float:
     """0 … :data:`MAX_VOLUME` (1 = unchanged), else :class:`SinkError`."""
     volume = float(volume)
     if not (math.isfinite(volume) and 0.0 <= volume <= MAX_VOLUME):
-        raise SinkError(f"volume must be between 0 and {MAX_VOLUME:g} (1 = unchanged); got {volume}")
+        raise SinkSpecError(f"volume must be between 0 and {MAX_VOLUME:g} (1 = unchanged); got {volume}")
     return volume
 
 
@@ -235,21 +235,21 @@ class DeviceSinkConfig:
     def __post_init__(self) -> None:
         check_volume(self.volume)
         if self.blocksize < 0:
-            raise SinkError(f"blocksize must be ≥ 0 samples (0: the backend chooses); got {self.blocksize}")
+            raise SinkSpecError(f"blocksize must be ≥ 0 samples (0: the backend chooses); got {self.blocksize}")
         if self.capacity_frames < 1:
-            raise SinkError(f"capacity_frames must be ≥ 1; got {self.capacity_frames}")
+            raise SinkSpecError(f"capacity_frames must be ≥ 1; got {self.capacity_frames}")
         if not 1 <= self.prefill_frames <= self.capacity_frames:
-            raise SinkError(
+            raise SinkSpecError(
                 f"prefill_frames must be between 1 and capacity_frames ({self.capacity_frames}); "
                 f"got {self.prefill_frames}"
             )
         if self.capacity_samples < 2 * self.blocksize:
-            raise SinkError(
+            raise SinkSpecError(
                 f"the ring ({self.capacity_frames} frames = {self.capacity_samples} samples) must hold at "
                 f"least two blocks of {self.blocksize}; raise capacity_frames or lower blocksize"
             )
         if self.block_timeout_s is not None and self.block_timeout_s < 0:
-            raise SinkError(f"block_timeout_s must be ≥ 0; got {self.block_timeout_s}")
+            raise SinkSpecError(f"block_timeout_s must be ≥ 0; got {self.block_timeout_s}")
 
     @property
     def capacity_samples(self) -> int:
@@ -526,7 +526,7 @@ class FileSink(Sink):
         self.name = name or f"file:{self.path}"
         suffix = self.path.suffix.lower()
         if suffix not in FILE_FORMATS:
-            raise SinkError(
+            raise SinkSpecError(
                 f"cannot record to {str(self.path)!r}: the extension must be "
                 f"{' or '.join(FILE_FORMATS)} (e.g. --record out.flac)"
             )
@@ -709,13 +709,13 @@ def parse_sink(spec: str, **device_options: Any) -> Sink:
     kind, sep, arg = text.partition(":")
     if kind == "device":
         if sep and not arg.strip():
-            raise SinkError(f"sink {spec!r} names no device; use 'device' or 'device:NAME_OR_INDEX'")
+            raise SinkSpecError(f"sink {spec!r} names no device; use 'device' or 'device:NAME_OR_INDEX'")
         return DeviceSink(device=arg.strip() if sep else None, name=text, **device_options)
     if kind == "file" and arg.strip():
         return FileSink(arg.strip(), name=text)
     if text == "null":
         return NullSink()
-    raise SinkError(f"unknown sink {spec!r}; valid forms: {', '.join(SINK_FORMS)}")
+    raise SinkSpecError(f"unknown sink {spec!r}; valid forms: {', '.join(SINK_FORMS)}")
 
 
 def build_sinks(
@@ -727,8 +727,8 @@ def build_sinks(
     if record:
         sinks.append(FileSink(record))
     if not sinks:
-        raise SinkError("no sink given: pass --sink device, --sink null or --record OUT.flac")
+        raise SinkSpecError("no sink given: pass --sink device, --sink null or --record OUT.flac")
     paths = [s.path.resolve() for s in sinks if isinstance(s, FileSink)]
     if len(paths) != len(set(paths)):
-        raise SinkError("the same recording file is named twice; give each one its own path")
+        raise SinkSpecError("the same recording file is named twice; give each one its own path")
     return MultiSink(sinks)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audio.checkpoint import CheckpointFileError, read_torch_file
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 from audio.files import atomic_path
 from audio.spectral import SpectralCodec
 from audio.vae import VAEConfig, build_vae, load_vae_state_dict, save_vae
@@ -554,7 +554,7 @@ def train_vae(
         if not (out / STATE_FILE).is_file():
             raise TrainError(f"{out} has no {STATE_FILE} to resume from")
     elif (out / STATE_FILE).exists() or (out / "config.json").exists():
-        raise TrainError(
+        raise UsageError(
             f"{out} already holds a training run; pass --resume to continue it or choose another --out"
         )
     crop = train_config.crop_samples(model_config.hop, model_config.sample_rate)

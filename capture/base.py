@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 
 
 class CaptureError(LivefoleyError):
     """A source could not be opened or died; the message names the source."""
+
+
+class SourceSpecError(CaptureError, UsageError):
+    """A source string or frame size that means nothing (exit 2: nothing was opened)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from capture.base import CaptureError, FrameSource
+from capture.base import CaptureError, FrameSource, SourceSpecError
 
 SCHEMES: dict[str, str] = {
     # filled in as each backend becomes real
@@ -27,14 +27,14 @@ def parse_source(spec: str) -> tuple[str, str | None]:
     """Split a source string into ``(scheme, argument)``; a bare path becomes ``("file", path)``."""
     spec = spec.strip()
     if not spec:
-        raise CaptureError("empty source string; try 'screen', 'file:VIDEO.mp4' or 'synthetic'")
+        raise SourceSpecError("empty source string; try 'screen', 'file:VIDEO.mp4' or 'synthetic'")
     scheme, sep, arg = spec.partition(":")
     if scheme in SCHEMES:
         return scheme, (arg if sep else None)
     # Windows drive letters ("C:\\x.mp4") and plain paths are files.
     if not sep or len(scheme) == 1 or Path(spec).exists() or "/" in scheme or "." in scheme:
         return "file", spec
-    raise CaptureError(
+    raise SourceSpecError(
         f"unknown source {spec!r}; valid forms: "
         + ", ".join(sorted(f"{s}:…" for s in SCHEMES))
         + ", or a path to a video file"

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from audio.checkpoint import describe_mismatch, read_safetensors
 from audio.contract import CONTRACT
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 from audio.files import atomic_path
 from audio.vae import CausalVAE, load_vae
 from model.config import MODEL_PRESETS, GeneratorConfig, model_preset
@@ -367,7 +367,7 @@ def load_generator(name_or_path: str | Path = "default", device: str | torch.dev
     else:
         folder = Path(name)
         if not folder.is_dir():
-            raise LivefoleyError(
+            raise UsageError(
                 f"model {name!r} is neither a preset ({', '.join(sorted(MODEL_PRESETS))}, default) "
                 "nor a model folder"
             )

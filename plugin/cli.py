@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except LivefoleyError as err:
+    except LivefoleyError as err:  # UsageError exits 2 (like argparse), a failure in the work 1
         print(f"livefoley: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print("livefoley: interrupted", file=sys.stderr)
         return 130

@@ -390,17 +390,6 @@ class _Series:
                 "max": round(float(self.max), 2), "mean": round(self.sum / self.n, 2)}
 
 
-def check_volume(volume: float) -> float:
-    """:func:`audio.sinks.check_volume`, as an :class:`EngineError`."""
-    from audio.sinks import SinkError
-    from audio.sinks import check_volume as check
-
-    try:
-        return check(volume)
-    except SinkError as err:
-        raise EngineError(str(err)) from None
-
-
 def _pct(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
@@ -589,7 +578,9 @@ class LiveEngine:
         self._device = None
         self._cur_index = 0
         self._source_name = config.source if source is None else getattr(source, "name", "?")
-        check_volume(config.volume)
+        from audio.sinks import check_volume
+
+        check_volume(config.volume)  # a SinkError that is also a UsageError (exit 2 on the command line)
         self._reset_metrics()
 
     # -- metrics ---------------------------------------------------------------------------------------
@@ -713,6 +704,8 @@ class LiveEngine:
         if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
             raise EngineError(f"the guidance ω must be a finite number ≥ 0 (1 = no guidance); got {guidance}")
         if volume is not None:
+            from audio.sinks import check_volume
+
             self._volume = check_volume(volume)
             sinks = self._sinks
             if sinks is not None:

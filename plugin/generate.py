@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from audio.contract import CONTRACT
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 from audio.measure import choose_threads, peak_rss_mib
 from plugin.options import check_writable, same_file
 
@@ -55,7 +55,11 @@ OUTPUT_TAG = ".livefoley"
 
 
 class GenerateError(LivefoleyError):
-    """A ``generate`` request that cannot be carried out (bad options, inputs or outputs)."""
+    """A ``generate`` request that cannot be carried out (unreadable inputs, unwritable outputs)."""
+
+
+class GenerateUsageError(GenerateError, UsageError):
+    """Options that are out of range or exclude each other, or outputs that do not fit the inputs."""
 
 
 @dataclass(frozen=True)
@@ -87,25 +91,25 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         if not (self.start >= 0 and math.isfinite(self.start)):
-            raise GenerateError(f"--start must be >= 0 seconds, got {self.start}")
+            raise GenerateUsageError(f"--start must be >= 0 seconds, got {self.start}")
         if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
-            raise GenerateError(f"--duration must be > 0 seconds, got {self.duration}")
+            raise GenerateUsageError(f"--duration must be > 0 seconds, got {self.duration}")
         if self.mix is not None and not 0.0 <= self.mix <= 1.0:
-            raise GenerateError(f"--mix must be between 0 (generated only) and 1 (original only), "
+            raise GenerateUsageError(f"--mix must be between 0 (generated only) and 1 (original only), "
                                 f"got {self.mix}")
         if self.keep_audio and self.mix is not None:
-            raise GenerateError("--keep-audio and --mix exclude each other: keep the original as a second "
+            raise GenerateUsageError("--keep-audio and --mix exclude each other: keep the original as a second "
                                 "track, or mix it into the generated one")
         if self.batch_size < 1:
-            raise GenerateError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise GenerateUsageError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
-            raise GenerateError(f"--threads must be >= 1, got {self.threads}")
+            raise GenerateUsageError(f"--threads must be >= 1, got {self.threads}")
         if self.guidance is not None and not math.isfinite(self.guidance):
-            raise GenerateError(f"--cfg must be a finite number, got {self.guidance}")
+            raise GenerateUsageError(f"--cfg must be a finite number, got {self.guidance}")
         if self.format is not None:
             fmt = self.format if self.format.startswith(".") else f".{self.format}"
             if fmt.lower() not in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
-                raise GenerateError(f"--format {self.format!r} is not one of "
+                raise GenerateUsageError(f"--format {self.format!r} is not one of "
                                     f"{', '.join(s[1:] for s in VIDEO_SUFFIXES + AUDIO_SUFFIXES)}")
             object.__setattr__(self, "format", fmt.lower())
 
@@ -226,19 +230,19 @@ def plan_outputs(inputs: Sequence[Path], out: str | os.PathLike, *, folder_mode:
     if not folder:
         suffix = out.suffix.lower()
         if suffix not in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
-            raise GenerateError(
+            raise GenerateUsageError(
                 f"-o {out}: unknown output type {suffix or '(no suffix)'!r}; name a video "
                 f"({', '.join(VIDEO_SUFFIXES)}), an audio file (.wav, .flac) or a folder (ending in '/')")
         if fmt is not None and fmt != suffix:
-            raise GenerateError(f"--format {fmt} disagrees with -o {out}; --format names the files written "
+            raise GenerateUsageError(f"--format {fmt} disagrees with -o {out}; --format names the files written "
                                 "into an output folder")
         if not out.parent.is_dir():
-            raise GenerateError(f"-o {out}: folder {out.parent} does not exist; create it first")
+            raise GenerateUsageError(f"-o {out}: folder {out.parent} does not exist; create it first")
         check_writable(out.parent)
         return [out]
     if out.exists() and not out.is_dir() or (not out.exists() and out.suffix.lower() in
                                               VIDEO_SUFFIXES + AUDIO_SUFFIXES):
-        raise GenerateError(f"-o {out} names a file, but several inputs (or a folder) need an output "
+        raise GenerateUsageError(f"-o {out} names a file, but several inputs (or a folder) need an output "
                             "folder; give a folder (the outputs are named <stem>.livefoley<ext>)")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -490,7 +494,7 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
     folder_mode = had_folder or len(paths) + len(failures) > 1
     outputs = plan_outputs(paths, out, folder_mode=folder_mode, fmt=config.format) if paths else []
     if config.keep_audio and outputs and all(o.suffix.lower() in AUDIO_SUFFIXES for o in outputs):
-        raise GenerateError("--keep-audio needs a video output (it adds the original as a second track); "
+        raise GenerateUsageError("--keep-audio needs a video output (it adds the original as a second track); "
                             "for .wav/.flac use --mix to mix the original in")
 
     gen = generator

@@ -50,17 +50,17 @@ def check_output(out, *, inputs=(), overwrite: bool = False, what: str = "the ou
     folder cannot be written."""
     from pathlib import Path
 
-    from audio.errors import LivefoleyError
+    from audio.errors import UsageError
 
     out = Path(out)
     for src in inputs:
         if same_file(src, out):
-            raise LivefoleyError(f"{what} {out} is the input {src}; an input is never overwritten — choose "
+            raise UsageError(f"{what} {out} is the input {src}; an input is never overwritten — choose "
                                  "another name")
     if out.is_dir():
-        raise LivefoleyError(f"{what} {out} is a folder; give a file name")
+        raise UsageError(f"{what} {out} is a folder; give a file name")
     if out.exists() and not overwrite:
-        raise LivefoleyError(f"{what} {out} exists; pass --overwrite to replace it (or choose another name)")
+        raise UsageError(f"{what} {out} exists; pass --overwrite to replace it (or choose another name)")
     check_writable(out.parent, what=f"name for {what}")
 
 

@@ -24,6 +24,7 @@ import torch
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.sinks import SinkError
 from plugin.engine import (
     FRAME_MS,
     DegradationPolicy,
@@ -394,7 +395,7 @@ def test_configure_reset_swap_and_restart_while_running(generator, tmp_path):
         st = engine.stats()
         assert st["nfe"] == 2 and "nfe-1" in st["policy"]["ladder"]
         engine.configure(volume=0.5)
-        with pytest.raises(EngineError, match="volume must be between 0 and 4"):
+        with pytest.raises(SinkError, match="volume must be between 0 and 4"):
             engine.configure(volume=9)
         engine.reset().result(5)
         n = engine.stats()["chunks"]

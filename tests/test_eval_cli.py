@@ -111,7 +111,7 @@ def test_files_mode_errors_name_the_fix(synth_clips, tmp_path, capsys):
     ref, clips = synth_clips
     stray = tmp_path / "other_take.wav"
     write_audio(stray, np.zeros((2, 4800), np.float32))
-    assert main(["eval", "--generated", str(stray), "--reference", str(ref)]) == 2
+    assert main(["eval", "--generated", str(stray), "--reference", str(ref)]) == 1  # a failure in the work
     err = capsys.readouterr().err
     assert "no reference clip" in err and "other_take.wav" in err and "name generated files like" in err
     assert main(["eval", "--generated", str(clips[0]), "--reference", str(ref)]) == 2
@@ -120,9 +120,9 @@ def test_files_mode_errors_name_the_fix(synth_clips, tmp_path, capsys):
     write_audio(named, np.zeros((2, 4800), np.float32))
     assert main(["eval", "--generated", str(named), "--reference", str(ref), "--vae-ceiling"]) == 2
     assert "needs --model" in capsys.readouterr().err
-    assert main(["eval", "--generated", str(tmp_path / "missing.wav"), "--reference", str(ref)]) == 2
+    assert main(["eval", "--generated", str(tmp_path / "missing.wav"), "--reference", str(ref)]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert main(["eval", "--generated", str(named), "--reference", str(tmp_path / "nowhere")]) == 2
+    assert main(["eval", "--generated", str(named), "--reference", str(tmp_path / "nowhere")]) == 1
     assert "is not a folder" in capsys.readouterr().err
     assert main(["eval", "--generated", str(named)]) == 2
     assert "needs --reference" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_wrong_password_and_unreachable_are_clear(obs, cli_env):  # noqa: F811
         ObsClient(target=ObsTarget(host="127.0.0.1", port=1, password="x"), timeout=1).connect()
     env = dict(cli_env, LIVEFOLEY_OBS_PASSWORD="wrong-secret-123")
     out = _cli(["obs", "sources"], env, stdin=subprocess.DEVNULL)
-    assert out.returncode == 2, out
+    assert out.returncode == 1, out
     assert "password" in out.stderr and "Traceback" not in out.stderr
     assert "wrong-secret-123" not in out.stderr + out.stdout  # never echoed / logged
     # a source that never worked (OBS unreachable) does not become the saved default
@@ -233,7 +233,7 @@ def test_setup_creates_audio_capture_and_delay_idempotently(obs, color, cli_env,
     assert [a["outcome"] for a in rep["actions"]] == ["unchanged", "updated"]
     # a scene as the captured source cannot be compensated: clear error
     bad = _cli(["obs", "setup", "--source", "Scene"], cli_env)
-    assert bad.returncode == 2 and "is a scene" in bad.stderr
+    assert bad.returncode == 1 and "is a scene" in bad.stderr
 
     # OBS's own meter hears what we play into the sink, and goes quiet after
     meters = Meters(obs, AUDIO_INPUT)

@@ -132,16 +132,16 @@ def test_prepare_with_no_usable_video_fails_and_leaves_no_cache(tmp_path, capsys
     data, out = tmp_path / "data", tmp_path / "cache"
     data.mkdir()
     (data / "notes.txt").write_text("no video here")
-    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 1  # a failure in the work
     assert "no videos (.mp4" in capsys.readouterr().err and not out.exists()
     (data / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
-    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "none of the 1 video(s)" in err and "broken.mp4" in err and "nothing was cached" in err
     assert not out.exists()  # a cache that `train` would only fail on later is not left behind
     out.mkdir()
     (out / "mine.txt").write_text("kept")  # a folder the user made is kept, with what is in it
-    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 1
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
 
 
@@ -213,6 +213,22 @@ def test_an_output_folder_the_system_refuses_is_named_before_any_work(tmp_path, 
     frames, audio, _ = render_clip(1, 0.3, width=64, height=64)
     video = tmp_path / "in.mp4"
     write_video(video, list(frames), fps=CONTRACT.fps, audio=audio)
-    assert main(["generate", str(video), "-o", out, "--model", "tiny"]) == 2
+    assert main(["generate", str(video), "-o", out, "--model", "tiny"]) == 1
     err = capsys.readouterr().err
     assert "livefoley: error: cannot" in err and out.rstrip("/").rsplit("/", 1)[0] in err and "muxer" not in err
+
+
+def test_exit_code_2_is_a_bad_command_line_and_1_a_failure_in_the_work(tmp_path, capsys):
+    """The one error boundary's exit codes: 2 when the arguments themselves are wrong (nothing was
+    done, as argparse does), 1 when the work met a problem (a missing or unreadable file, a refused
+    folder); both are one line."""
+    assert main(["live", "--source", "webcam:1", "--sink", "null"]) == 2
+    assert main(["synth", "--out", str(tmp_path / "s"), "--seed", "-1"]) == 2
+    usage = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("livefoley: error:")]
+    assert len(usage) == 2 and "unknown source 'webcam:1'" in usage[0] and "--seed" in usage[1]
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    assert main(["eval", "--generated", str(tmp_path / "missing.wav"), "--reference", str(ref)]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "x.wav")]) == 1
+    assert "a.mp4: no such file" in capsys.readouterr().err

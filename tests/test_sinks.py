@@ -611,7 +611,7 @@ def test_missing_portaudio_gives_one_clear_message(tmp_path):
         """
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == 1, out.stderr
     assert f"MESSAGE:{PORTAUDIO_MISSING}\n" in out.stdout
     assert out.stderr.strip() == f"livefoley: error: {PORTAUDIO_MISSING}"
     assert "libportaudio2" in PORTAUDIO_MISSING and "brew install portaudio" in PORTAUDIO_MISSING

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from audio.contract import CONTRACT
-from capture.base import CaptureError, Frame, FrameSource
+from capture.base import CaptureError, Frame, FrameSource, SourceSpecError
 from capture.synthetic.world import MIN_SIZE, SyntheticEvent, World
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,12 @@ def parse_size(size: str | tuple[int, int] | list[int] | None, *, what: str = "s
         else:
             w, h = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise CaptureError(f"bad {what} {size!r}; give WIDTHxHEIGHT, e.g. 640x360") from None
+        raise SourceSpecError(f"bad {what} {size!r}; give WIDTHxHEIGHT, e.g. 640x360") from None
     if w < MIN_SIZE or h < MIN_SIZE:
-        raise CaptureError(f"{what} {w}x{h} is too small; use at least {MIN_SIZE}x{MIN_SIZE}, e.g. 640x360")
+        raise SourceSpecError(f"{what} {w}x{h} is too small; use at least {MIN_SIZE}x{MIN_SIZE}, e.g. 640x360")
     if w > MAX_SIZE[0] or h > MAX_SIZE[1]:
-        raise CaptureError(f"{what} {w}x{h} is too large; use at most {MAX_SIZE[0]}x{MAX_SIZE[1]} (8K), e.g. 640x360")
+        raise SourceSpecError(
+            f"{what} {w}x{h} is too large; use at most {MAX_SIZE[0]}x{MAX_SIZE[1]} (8K), e.g. 640x360")
     return w, h
 
 

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from audio.checkpoint import read_safetensors
 from audio.contract import CONTRACT
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 from audio.files import atomic_path
 from audio.vae import load_vae
 from audio.vae_train import ema_update
@@ -70,14 +70,14 @@ class TrainConfig:
                   "sample_every", "ckpt_every", "log_every")
         bad = [f"{name} = {getattr(self, name)}" for name in counts if getattr(self, name) < 1]
         if bad:  # the intervals too: the last step always validates, samples and checkpoints
-            raise LivefoleyError(f"training settings must be positive: {', '.join(bad)}")
+            raise UsageError(f"training settings must be positive: {', '.join(bad)}")
         if not 0 <= self.mirror <= 1:
-            raise LivefoleyError(f"mirror is a probability in [0, 1], got {self.mirror}")
+            raise UsageError(f"mirror is a probability in [0, 1], got {self.mirror}")
         if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup >= 0 and self.grad_clip > 0):
-            raise LivefoleyError(f"need lr > 0, 0 ≤ ema_decay < 1, warmup ≥ 0 and grad_clip > 0 (got lr {self.lr}, "
+            raise UsageError(f"need lr > 0, 0 ≤ ema_decay < 1, warmup ≥ 0 and grad_clip > 0 (got lr {self.lr}, "
                                  f"ema_decay {self.ema_decay}, warmup {self.warmup}, grad_clip {self.grad_clip})")
         if self.stage not in ("diffusion", "consistency") or self.amp not in ("auto", "bf16", "off"):
-            raise LivefoleyError(f"unknown stage {self.stage!r} or amp {self.amp!r}")
+            raise UsageError(f"unknown stage {self.stage!r} or amp {self.amp!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -199,7 +199,7 @@ def train(
         start_step = _load_state_dir(state_dir, model, ema, opt)
         log.info("resuming %s at step %d", out, start_step)
     elif d.main and (out / "state").exists():
-        raise LivefoleyError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
 
     train_data = WindowSampler(cache, "train", tc.window_frames)
     val_data = WindowSampler(cache, "val", tc.window_frames) if cache.entries("val") else None

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 from plugin.options import add_dinov2_weights, guidance, json_dest, write_json
 
 log = logging.getLogger(__name__)
@@ -105,16 +105,16 @@ def parse_seeds(spec: str) -> list[int]:
             lo = int(lo_s)
             hi = int(hi_s) if dash else lo
         except ValueError:
-            raise LivefoleyError(f"bad --seeds {spec!r}; give seeds like 100-119 or 3,7,10-12") from None
+            raise UsageError(f"bad --seeds {spec!r}; give seeds like 100-119 or 3,7,10-12") from None
         if lo < 0 or hi < lo:
-            raise LivefoleyError(
+            raise UsageError(
                 f"bad seed range {part!r} in --seeds; use non-negative LOW-HIGH with LOW <= HIGH")
         if len(seeds) + hi - lo + 1 > MAX_SEEDS:
-            raise LivefoleyError(f"--seeds {spec!r} names more than {MAX_SEEDS} seeds; evaluate fewer at a time")
+            raise UsageError(f"--seeds {spec!r} names more than {MAX_SEEDS} seeds; evaluate fewer at a time")
         seeds.extend(range(lo, hi + 1))
     seeds = list(dict.fromkeys(seeds))  # duplicates dropped, order kept (linear: a set, not a list scan)
     if not seeds:
-        raise LivefoleyError(f"--seeds {spec!r} names no seed; give e.g. 100-119")
+        raise UsageError(f"--seeds {spec!r} names no seed; give e.g. 100-119")
     return seeds
 
 
@@ -135,7 +135,7 @@ def resolve_nfe(requested: list[str] | None, gen) -> list[tuple[str, int]]:
             values = list(valid)
         elif key == "heun":
             if not diffusion:
-                raise LivefoleyError(
+                raise UsageError(
                     f"'heun' is the sampler of a diffusion-stage model; {gen.config.name!r} is "
                     f"consistency-tuned: use --nfe {' '.join(map(str, valid))}"
                 )
@@ -144,7 +144,7 @@ def resolve_nfe(requested: list[str] | None, gen) -> list[tuple[str, int]]:
             try:
                 values = [gen.check_nfe(int(key))]
             except ValueError:
-                raise LivefoleyError(f"bad --nfe {item!r}; give numbers ({', '.join(map(str, valid))}), "
+                raise UsageError(f"bad --nfe {item!r}; give numbers ({', '.join(map(str, valid))}), "
                                      "'heun' or 'all'") from None
         for n in values:
             if all(n != m for _, m in out):
@@ -218,11 +218,11 @@ def _run_model(args, metrics) -> dict:
 
     seeds = parse_seeds(args.seeds)
     if not (0 < args.seconds <= 3600):
-        raise LivefoleyError(f"--seconds must be a positive number of at most 3600 (an hour per seed), got "
+        raise UsageError(f"--seconds must be a positive number of at most 3600 (an hour per seed), got "
                              f"{args.seconds}")
     n_frames = int(round(args.seconds * CONTRACT.fps))
     if n_frames < 2:
-        raise LivefoleyError(f"--seconds {args.seconds} gives fewer than 2 frames; evaluate at least 0.1 s")
+        raise UsageError(f"--seconds {args.seconds} gives fewer than 2 frames; evaluate at least 0.1 s")
     size = parse_size(args.size, what="--size")
     t0 = time.perf_counter()
     import torch
@@ -356,7 +356,7 @@ def pair_files(generated: list[Path], reference_dir: Path) -> list[tuple[Path, P
         if match is None:
             missing.append(g.name)
         elif refs[match].resolve() == g.resolve():
-            raise LivefoleyError(
+            raise UsageError(
                 f"{g} is the reference clip itself; point --generated at the generated files")
         else:
             pairs.append((g, refs[match]))
@@ -410,12 +410,12 @@ def _run_files(args, metrics) -> dict:
     from capture.synthetic.clips import load_events
 
     if args.reference is None:
-        raise LivefoleyError("--generated needs --reference DIR (the folder of the synth clips)")
+        raise UsageError("--generated needs --reference DIR (the folder of the synth clips)")
     pairs = pair_files(_media_files(args.generated), args.reference)
     gen = None
     if args.vae_ceiling:
         if not args.model:
-            raise LivefoleyError("--vae-ceiling with --generated needs --model MODEL (whose VAE to use)")
+            raise UsageError("--vae-ceiling with --generated needs --model MODEL (whose VAE to use)")
         from model.generator import load_generator
 
         gen = load_generator(args.model, device=args.device, dinov2_weights=args.dinov2_weights)
@@ -461,13 +461,13 @@ def run(args: argparse.Namespace) -> int:
     from audio.metrics import MetricsConfig
 
     if args.generated is None and not args.model:
-        raise LivefoleyError(
+        raise UsageError(
             "give --model MODEL (evaluate it on world seeds) or --generated FILES --reference DIR")
     if args.generated is None and args.reference is not None:
-        raise LivefoleyError(
+        raise UsageError(
             "--reference goes with --generated; with --model the world itself is the reference")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
-        raise LivefoleyError(f"--plot {args.plot} must end in .png")
+        raise UsageError(f"--plot {args.plot} must end in .png")
     metrics = MetricsConfig()
     start = time.perf_counter()
     result = _run_files(args, metrics) if args.generated is not None else _run_model(args, metrics)

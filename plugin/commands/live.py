@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from audio.errors import LivefoleyError
+from audio.errors import UsageError
 from plugin.options import add_dinov2_weights, guidance, json_dest, write_json
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
     from plugin.options import check_output
 
     if args.duration is not None and not args.duration > 0:
-        raise LivefoleyError(f"--duration must be a positive number of seconds, got {args.duration}")
+        raise UsageError(f"--duration must be a positive number of seconds, got {args.duration}")
     if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
-        raise LivefoleyError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
+        raise UsageError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
     kind, target = parse_source(args.source)[:2]
     inputs = [target] if kind == "file" else []
     outputs = [args.record] if args.record else []

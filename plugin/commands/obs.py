@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from audio.errors import LivefoleyError
+from audio.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def run_setup(args: argparse.Namespace) -> int:
     saved = load_settings()
     source = args.source or saved.source
     if not source:
-        raise LivefoleyError("obs setup needs --source NAME (the OBS source livefoley watches; "
+        raise UsageError("obs setup needs --source NAME (the OBS source livefoley watches; "
                              "`livefoley obs sources` lists them)")
     sink = args.sink or saved.sink
     with _client(args) as client:

@@ -51,15 +51,15 @@ def resolve_model_config(spec: str):
     """A preset name or a model folder → GeneratorConfig (+ the folder's vae.safetensors if any)."""
     from pathlib import Path
 
-    from audio.errors import LivefoleyError
+    from audio.errors import UsageError
     from model.config import MODEL_PRESETS, GeneratorConfig, model_preset
 
     if spec in MODEL_PRESETS:
         return model_preset(spec), None
     folder = Path(spec)
     if not (folder / "config.json").exists():
-        raise LivefoleyError(f"--model-config {spec!r} is neither a preset ({', '.join(MODEL_PRESETS)}) "
-                             "nor a model folder with config.json")
+        raise UsageError(f"--model-config {spec!r} is neither a preset ({', '.join(MODEL_PRESETS)}) "
+                         "nor a model folder with config.json")
     vae = folder / "vae.safetensors"
     return GeneratorConfig.from_dict(json.loads((folder / "config.json").read_text())), (vae if vae.exists() else None)
 

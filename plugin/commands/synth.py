@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from audio.errors import LivefoleyError
+from audio.errors import LivefoleyError, UsageError
 from plugin.options import folder_dest, json_dest, write_json
 
 MAX_MINUTES = 7 * 24 * 60  # a week of world; more is a typo (and more disk than a machine has)
@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
 
     fps = CONTRACT.fps
     if not (0 < args.minutes <= MAX_MINUTES):
-        raise LivefoleyError(f"--minutes must be a positive number of at most {MAX_MINUTES} (a week), got "
+        raise UsageError(f"--minutes must be a positive number of at most {MAX_MINUTES} (a week), got "
                              f"{args.minutes}")
     if not (args.clip_seconds >= 1.0 and math.isfinite(args.clip_seconds)):
-        raise LivefoleyError(f"--clip-seconds must be at least 1, got {args.clip_seconds}")
+        raise UsageError(f"--clip-seconds must be at least 1, got {args.clip_seconds}")
     if args.seed < 0:
-        raise LivefoleyError(f"--seed must be a non-negative integer, got {args.seed}")
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     size = parse_size(args.size, what="--size")
     total = max(1, round(args.minutes * 60 * fps))
     lengths = clip_lengths(total, max(1, round(args.clip_seconds * fps)), min_frames=fps)

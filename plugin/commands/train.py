@@ -105,7 +105,7 @@ def _run_vae(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from audio.contract import CONTRACT
-    from audio.errors import LivefoleyError
+    from audio.errors import LivefoleyError, UsageError
     from audio.vae import VAEConfig, get_preset
     from audio.vae_train import VAETrainConfig, read_run_config, train_vae
 
@@ -135,7 +135,7 @@ def _run_vae(args: argparse.Namespace) -> int:
             raise LivefoleyError(f"{args.out} does not record its data folder; pass --data")
     else:
         if not args.data:
-            raise LivefoleyError("--data DIR is required for a new run (a folder of audio files or videos)")
+            raise UsageError("--data DIR is required for a new run (a folder of audio files or videos)")
         model_config = chosen or get_preset("tiny")
         base, data = {}, args.data
     train_config = VAETrainConfig.from_dict({**base, **overrides})
@@ -240,7 +240,7 @@ def _run_stage(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from audio.contract import CONTRACT
-    from audio.errors import LivefoleyError
+    from audio.errors import LivefoleyError, UsageError
     from model.config import GeneratorConfig
     from model.training.trainer import TrainConfig, train
     from plugin.commands.prepare import resolve_model_config
@@ -260,13 +260,13 @@ def _run_stage(args: argparse.Namespace) -> int:
     tc = TrainConfig(**{**base, **overrides, "stage": stage})
     cache = args.cache or saved.get("cache")
     if not cache:
-        raise LivefoleyError("--cache CACHE_DIR is required (a folder made by `livefoley prepare`)")
+        raise UsageError("--cache CACHE_DIR is required (a folder made by `livefoley prepare`)")
     init = getattr(args, "init", None) or saved.get("init")
     if saved:
         model_config = GeneratorConfig.from_dict(saved["model"])
     elif stage == "consistency":
         if not init:
-            raise LivefoleyError("ECT starts from stage 1: pass --init STAGE1_RUN")
+            raise UsageError("ECT starts from stage 1: pass --init STAGE1_RUN")
         if not (Path(init) / "config.json").exists():
             raise LivefoleyError(f"--init {init} is not a run folder of `livefoley train stage1` (no config.json)")
         model_config = GeneratorConfig.from_dict(json.loads((Path(init) / "config.json").read_text()))

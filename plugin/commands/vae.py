@@ -77,7 +77,7 @@ def _load(args: argparse.Namespace, *, need_weights: bool):
 
     import torch
 
-    from audio.errors import LivefoleyError
+    from audio.errors import UsageError
     from audio.vae import load_vae
 
     device = args.device
@@ -86,7 +86,7 @@ def _load(args: argparse.Namespace, *, need_weights: bool):
     config = args.config or args.preset or "tiny"
     has_weights = args.weights is not None or (args.config is not None and Path(args.config).is_dir())
     if need_weights and not has_weights:
-        raise LivefoleyError(
+        raise UsageError(
             "reconstructing needs trained weights: pass --weights FILE (e.g. --preset sr-causal --weights "
             "sr_causal_ds_1600_dim_64.ckpt), or --config RUN_DIR from `livefoley train vae`; "
             "--allow-random-weights runs an untrained model"
@@ -100,13 +100,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from audio.io import WRITE_FORMATS, AudioWriteError, read_audio, write_audio
+    from audio.errors import UsageError
+    from audio.io import WRITE_FORMATS, read_audio, write_audio
     from audio.vae import pad_to_hop
     from plugin.options import check_output
 
     out = Path(args.output)
     if out.suffix.lower() not in WRITE_FORMATS:
-        raise AudioWriteError(
+        raise UsageError(
             f"{out}: cannot write {out.suffix or 'files without extension'}; use .wav or .flac"
         )
     check_output(out, inputs=[args.input], overwrite=args.overwrite)

@@ -26,6 +26,11 @@ class TimingContract:
         return self.sample_rate // self.fps
 
     @property
+    def frame_s(self) -> float:
+        """Duration of one frame in seconds (the live engine's slot)."""
+        return 1.0 / self.fps
+
+    @property
     def frame_ms(self) -> float:
         """Duration of one frame in milliseconds; also the real-time budget per frame."""
         return 1000.0 / self.fps

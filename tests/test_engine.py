@@ -25,8 +25,7 @@ import torch
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.sinks import SinkError
-from plugin.engine import (
-    FRAME_MS,
+from plugin.live import (
     DegradationPolicy,
     EngineConfig,
     EngineError,
@@ -231,7 +230,7 @@ def test_ladder_leaves_out_rungs_that_change_nothing():
 def test_policy_climbs_when_late_and_comes_down_with_backoff():
     rungs = build_ladder(nfe=1, guidance=3.0, valid_nfe=(1,))
     pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, settle_slots=8, hold_slots=10), rungs=rungs)
-    fast, slow = 0.3 * FRAME_MS, 0.7 * FRAME_MS
+    fast, slow = 0.3 * CONTRACT.frame_ms, 0.7 * CONTRACT.frame_ms
     for _ in range(50):  # comfortably inside the budget: nothing happens
         assert pol.observe(slow) is None
     assert pol.level == 0
@@ -254,7 +253,7 @@ def test_policy_climbs_when_late_and_comes_down_with_backoff():
         pol.observe(fast)
     assert pol.rung.name == "vision/2"
     # a step down is taken only when the rung below is predicted to fit
-    too_slow_for_full = {"full": 2 * FRAME_MS}
+    too_slow_for_full = {"full": 2 * CONTRACT.frame_ms}
     for _ in range(60):
         assert pol.observe(fast, predict=lambda r: too_slow_for_full.get(r.name, fast)) is None
     for _ in range(60):
@@ -267,12 +266,12 @@ def test_policy_limits_and_disabled():
     rungs = build_ladder(nfe=2, guidance=2.0, valid_nfe=(1, 2))
     pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, max_rung=2), rungs=rungs)
     for _ in range(200):
-        pol.observe(2 * FRAME_MS)
+        pol.observe(2 * CONTRACT.frame_ms)
     assert pol.level == 2 and pol.rung.name == "vision/2"
     off = DegradationPolicy(config=PolicyConfig(enabled=False, start_rung=3), rungs=rungs)
     for _ in range(100):
-        assert off.observe(2 * FRAME_MS, late=True) is None
-    assert off.rung.name == "cfg-off" and off.ewma == pytest.approx(2 * FRAME_MS)
+        assert off.observe(2 * CONTRACT.frame_ms, late=True) is None
+    assert off.rung.name == "cfg-off" and off.ewma == pytest.approx(2 * CONTRACT.frame_ms)
     with pytest.raises(EngineError, match="0 < low < high"):
         PolicyConfig(low=0.9, high=0.8)
 

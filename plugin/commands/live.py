@@ -1,4 +1,4 @@
-"""``livefoley live``: generate sound for a picture source in real time (see :mod:`plugin.engine`)."""
+"""``livefoley live``: generate sound for a picture source in real time (see :mod:`plugin.live`)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, *, source_options: dict | None = None,
     the run's statistics before they are written (``livefoley obs live`` uses both)."""
     from capture.registry import parse_source
     from model.config import vision_input_size
-    from plugin.engine import EngineConfig, LiveEngine, PolicyConfig
+    from plugin.live import EngineConfig, LiveEngine, PolicyConfig
     from plugin.options import check_output
 
     if args.duration is not None and not args.duration > 0:

@@ -41,47 +41,9 @@ long stall, re-creating the lost audio would only add work to a late worker).  E
 added to / taken from the ledger when they differ by more than a hop: slow clock drift between
 the capture and the sound card, and the shift of the write phase when the rung changes.
 
-**Degradation policy** (:class:`DegradationPolicy`): a ladder of rungs, each cheaper than the one
-before, climbed when the worker falls behind and descended with hysteresis when it has room.  The
-signal is an EWMA (α = ``alpha``) of the worker's time per slot — from taking the frame to handing
-its chunk to the sinks (an encode on the worker included), plus a fill-in if one was made — against the
-budget T; a *late* slot (the vision deadline was missed, or the device underran after start-up)
-enters it as ``late_penalty`` × T.  It restarts at each move, so that a rung is judged by its own
-slots.  Climb one rung when the EWMA exceeds ``high`` × T (after ``settle_slots`` on the rung);
-descend after ``hold_slots`` consecutive slots below ``low`` × T, and only when the rung below is
-predicted to fit (vision and audio-path times are measured on every rung: a waiting rung costs
-``A + V/k`` per slot, and cannot work at all when ``V + A`` exceeds the vision deadline).  A rung
-left upwards within ``flap_s`` of being entered doubles the hold (up to ``max_hold_slots``), so
-the ladder cannot oscillate.  When the vision deadline keeps being missed (EWMA of misses above
-``miss_limit``), encoding in turn is pointless: the policy jumps to ``no-wait`` (and climbs on from there
-if the audio path, now sharing the CPU with vision, still falls behind).  The start rung is the first
-one the warm-up step predicts to fit (``auto_start``).  Rungs that change nothing (NFE already the
-smallest, ω already 1) are left out.  The ladder:
-
-=============  ===================================================================================
-``full``       the configured NFE and ω; every frame is encoded (on the worker, before its audio)
-``nfe-N``      the smallest NFE the model supports
-``vision/2``   only every 2nd frame is encoded; the others reuse its token
-``cfg-off``    ω = 1: one transformer branch instead of two (guidance lost)
-``vision/4``   … every 4th frame
-``vision/8``   … every 8th frame
-``no-wait``    every frame is offered to the vision thread, which runs beside the audio path; the
-               audio path never waits and uses the newest token (vision pipelined, ≥ 1 frame old)
-``no-wait/4``  … every 4th frame is offered (less CPU taken from the audio path)
-``no-wait/8``  … every 8th frame (the last rung)
-=============  ===================================================================================
-
-Why this order (measured with the ``tiny`` preset on the quiet 2-core build machine, 2 threads):
-a full step costs vision ≈ 14–26 ms + audio path ≈ 9–12 ms — about T, with no room for jitter;
-the audio path alone (token reused) ≈ 11 ms; dropping CFG saves ≈ 2.5 ms of it.  Vision is what
-to shed.  Encoding on the worker, in turn with the audio path, keeps both on one OpenMP pool of
-both cores; a separate vision thread doubles the pools, and on two cores vision beside the audio
-path (one thread each) slowed the audio path from 11 to 22 ms and vision to 27 ms.  So cadence
-comes first (the encoded frame is still fresh), CFG next, and pipelining last — for vision that
-is slow but not CPU-bound here (a GPU, or the slow-vision test double), where encoding in turn
-would always miss.  NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live
---source synthetic --model tiny --threads 2 --sink device --duration 300 --json`` (``policy.
-seconds_at``; vision / audio-path times; glass-to-ear).
+**Degradation policy**: :mod:`plugin.live.policy` — a ladder of rungs, each cheaper than the one before
+(encode fewer frames, drop CFG, pipeline vision), climbed when the worker falls behind and descended
+with hysteresis when it has room.  Settings: :mod:`plugin.live.config`.
 
 **Metrics** (:meth:`LiveEngine.stats`): per chunk, glass-to-ear latency = (moment the chunk is
 handed to the sinks − capture time of the frame its token came from) + the device queue at that
@@ -115,8 +77,7 @@ import math
 import queue
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -124,423 +85,12 @@ import numpy as np
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.measure import choose_threads, rss_mib
+from plugin.live.config import EngineConfig, EngineError
+from plugin.live.metrics import Series, pct
+from plugin.live.policy import DegradationPolicy, Rung, build_ladder
+from plugin.live.vision import Inbox, VisionThread, set_thread_torch_threads
 
 log = logging.getLogger(__name__)
-
-FRAME_S = 1.0 / CONTRACT.fps
-FRAME_MS = 1000.0 / CONTRACT.fps
-
-
-class EngineError(LivefoleyError):
-    """The live engine could not start, or stopped because a part failed (the message says which)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# The degradation ladder
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rung:
-    """One step of the degradation ladder (``None``: the configured value)."""
-
-    name: str
-    wait_for_vision: bool
-    nfe: int | None = None
-    guidance: float | None = None
-    vision_every: int = 1
-
-
-def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> list[Rung]:
-    """The rungs for a model configured with ``nfe`` / ``guidance`` ω (see the module docstring);
-    rungs that would change nothing are left out."""
-    rungs = [Rung("full", True)]
-    low_nfe: int | None = None
-    if valid_nfe and nfe > min(valid_nfe):
-        low_nfe = min(valid_nfe)
-        rungs.append(Rung(f"nfe-{low_nfe}", True, nfe=low_nfe))
-    rungs.append(Rung("vision/2", True, nfe=low_nfe, vision_every=2))
-    no_guidance = 1.0 if guidance != 1.0 else None
-    if no_guidance is not None:
-        rungs.append(Rung("cfg-off", True, nfe=low_nfe, guidance=no_guidance, vision_every=2))
-    rungs.append(Rung("vision/4", True, nfe=low_nfe, guidance=no_guidance, vision_every=4))
-    rungs.append(Rung("vision/8", True, nfe=low_nfe, guidance=no_guidance, vision_every=8))
-    for k in (1, 4, 8):
-        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance,
-                          vision_every=k))
-    return rungs
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """Thresholds of the :class:`DegradationPolicy` (fractions of the frame period T)."""
-
-    enabled: bool = True
-    alpha: float = 0.2
-    high: float = 0.85
-    low: float = 0.5
-    late_penalty: float = 1.5
-    settle_slots: int = 8
-    hold_slots: int = 60
-    max_hold_slots: int = 32 * CONTRACT.fps
-    flap_s: float = 10.0
-    start_rung: int = 0
-    max_rung: int | None = None  # None: the whole ladder
-    startup_slots: int = 15  # the first slots (device start, first steps) only feed the EWMA
-    auto_start: bool = True  # start on the first rung the warm-up step predicts to fit
-    deadline_fraction: float = 1.9  # of T, from taking the frame: a vision slot may overrun one frame
-    miss_alpha: float = 0.25  # EWMA of vision-deadline misses; above miss_limit: go to no-wait
-    miss_limit: float = 0.75
-
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha <= 1:
-            raise EngineError(f"policy alpha must be in (0, 1]; got {self.alpha}")
-        if not 0 < self.low < self.high:
-            raise EngineError(f"policy thresholds need 0 < low < high; got low {self.low}, high {self.high}")
-        if self.settle_slots < 1 or self.hold_slots < 1 or self.max_hold_slots < self.hold_slots:
-            raise EngineError("policy needs settle_slots ≥ 1, hold_slots ≥ 1 and max_hold_slots ≥ hold_slots")
-        if self.start_rung < 0 or (self.max_rung is not None and self.max_rung < self.start_rung):
-            raise EngineError(f"policy start_rung {self.start_rung} must be in 0 … {self.max_rung}")
-
-
-class DegradationPolicy:
-    """The ladder with hysteresis (see the module docstring).  Pure logic, no clock of its own:
-    the worker calls :meth:`observe` once per slot with that slot's compute time."""
-
-    def __init__(self, *, config: PolicyConfig, rungs: list[Rung]) -> None:
-        if not rungs:
-            raise ValueError("a ladder needs at least one rung")
-        self.config = config
-        self.rungs = rungs
-        top = len(rungs) - 1
-        self.top = top if config.max_rung is None else min(top, config.max_rung)
-        self.level = min(config.start_rung, self.top)
-        self.ewma: float | None = None
-        self.hold = config.hold_slots
-        self.changes = 0
-        self._slot = 0
-        self._since_change = 0
-        self._below = 0
-        self._entered_at_slot = 0
-        self._entered_down = False
-        self.slots_at = [0] * len(rungs)
-
-    @property
-    def rung(self) -> Rung:
-        return self.rungs[self.level]
-
-    def observe(self, compute_ms: float, *, late: bool = False, predict=None) -> Rung | None:
-        """Feed one slot; returns the new rung when the level changed, else None.
-
-        ``predict(rung) -> ms | None``: the expected compute per slot on a rung (from the measured
-        vision and audio-path times); a step down is taken only when the rung below is predicted to
-        fit (< ``high`` × T), so a rung that cannot work is not tried again and again."""
-        c = self.config
-        self._slot += 1
-        self._since_change += 1
-        self.slots_at[self.level] += 1
-        value = max(compute_ms, c.late_penalty * FRAME_MS) if late else compute_ms
-        self.ewma = value if self.ewma is None else (1 - c.alpha) * self.ewma + c.alpha * value
-        if not c.enabled or self._slot <= c.startup_slots:
-            return None
-        if self.ewma > c.high * FRAME_MS:
-            self._below = 0
-            if self.level < self.top and self._since_change >= c.settle_slots:
-                flapped = self._entered_down and self._slot - self._entered_at_slot < c.flap_s * CONTRACT.fps
-                if flapped:
-                    self.hold = min(2 * self.hold, c.max_hold_slots)
-                return self._move(+1)
-            return None
-        if self.ewma < c.low * FRAME_MS:
-            self._below += 1
-        else:
-            self._below = 0
-        if self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
-            self.hold = c.hold_slots  # a level that held for 30 s resets the back-off
-        if self.level > 0 and self._below >= self.hold:
-            expected = None if predict is None else predict(self.rungs[self.level - 1])
-            if expected is not None and expected >= c.high * FRAME_MS:
-                return None  # the rung below would not fit
-            return self._move(-1)
-        return None
-
-    def jump(self, level: int) -> Rung:
-        """Go straight to ``level`` (counted as one change, with the same back-off as a climb)."""
-        return self._move(min(level, self.top) - self.level)
-
-    def _move(self, step: int) -> Rung:
-        self.level += step
-        self.changes += 1
-        self.ewma = None  # judge the new rung by its own slots only
-        self._since_change = 0
-        self._below = 0
-        self._entered_at_slot = self._slot
-        self._entered_down = step < 0
-        return self.rung
-
-
-# --------------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Everything a :class:`LiveEngine` needs.
-
-    - ``source``: a source string (``screen``, ``file:PATH``, ``synthetic[:SEED]``, …);
-      ``source_options`` go to the source's factory (e.g. ``{"realtime": False}`` for a file or the
-      synthetic world decoded as fast as possible — then the engine is paced by the device, or not at
-      all with only null / file sinks).
-    - ``sinks`` (sink strings) and ``record`` (a .wav/.flac path): where the audio goes.
-    - ``duration_s``: stop after this much stream time (None: until stopped / the source ends).
-    - ``model`` / ``device`` / ``dinov2_weights`` / ``threads``: the generator (``dinov2_weights``: a
-      local DINOv2 file for a model whose vision weights come from the hub); ``threads``: CPU
-      threads in all (None: one per idle core), see *Threads* in the module docstring;
-      ``nfe`` / ``guidance`` ω (None: the model's defaults; ``--cfg`` on the command line); ``seed``.
-    - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
-      PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
-      (the ring level kept ahead of each new chunk), ``capacity_frames`` of ring.
-    - ``queue_size``: capture queue (the stalest frame is dropped beyond it).
-    - ``warmup_steps``: model steps on a blank frame before capture starts (first steps are slow).
-    - ``history_s``: how much per-chunk history the percentiles cover.
-    """
-
-    source: str = "synthetic"
-    source_options: dict = field(default_factory=dict)
-    sinks: tuple[str, ...] = ("device",)
-    record: str | None = None
-    duration_s: float | None = None
-    model: str = "default"
-    device: str = "auto"
-    dinov2_weights: str | None = None
-    threads: int | None = None
-    nfe: int | None = None
-    guidance: float | None = None
-    volume: float = 1.0
-    seed: int = 0
-    blocksize: int = 400
-    cushion_ms: float = 20.0
-    capacity_frames: int = 6
-    queue_size: int = 2
-    stall_timeout_s: float = 5.0
-    warmup_steps: int = 3
-    fill_in: bool = True
-    drift_window: int = 2 * CONTRACT.fps
-    history_s: float = 600.0
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sinks", tuple(self.sinks))
-        if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
-            raise EngineError(f"duration must be a positive number of seconds; got {self.duration_s}")
-        if self.threads is not None and self.threads < 1:
-            raise EngineError(f"threads must be ≥ 1; got {self.threads}")
-        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise EngineError(f"the guidance ω must be a finite number ≥ 0 (1 = no guidance); got {self.guidance}")
-        if not 0 <= self.cushion_ms <= 500:
-            raise EngineError(f"cushion_ms must be between 0 and 500; got {self.cushion_ms}")
-        if self.queue_size < 1 or self.drift_window < 2 or self.warmup_steps < 0:
-            raise EngineError("queue_size ≥ 1, drift_window ≥ 2 and warmup_steps ≥ 0 are required")
-        if not self.sinks and not self.record:
-            raise EngineError("no sink given: pass --sink device, --sink null or --record OUT.flac")
-
-    @property
-    def cushion_samples(self) -> int:
-        return round(self.cushion_ms * CONTRACT.sample_rate / 1000)
-
-
-# --------------------------------------------------------------------------------------------------
-# Metrics storage: preallocated rings
-# --------------------------------------------------------------------------------------------------
-
-
-class _Series:
-    """A bounded float64 ring with running count / max (percentiles over what it holds)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.data = np.zeros(capacity, np.float64)
-        self.n = 0
-        self.max = -math.inf
-        self.sum = 0.0
-
-    def add(self, value: float) -> None:
-        self.data[self.n % self.data.size] = value
-        self.n += 1
-        self.sum += value
-        if value > self.max:
-            self.max = value
-
-    def values(self, last: int | None = None) -> np.ndarray:
-        held = min(self.n, self.data.size)
-        if last is not None:
-            held = min(held, last)
-        if held == 0:
-            return self.data[:0]
-        end = self.n % self.data.size
-        idx = (np.arange(end - held, end)) % self.data.size
-        return self.data[idx]
-
-    def summary(self) -> dict:
-        v = self.values()
-        if v.size == 0:
-            return {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
-        p50, p95 = np.percentile(v, [50, 95])
-        return {"n": self.n, "p50": round(float(p50), 2), "p95": round(float(p95), 2),
-                "max": round(float(self.max), 2), "mean": round(self.sum / self.n, 2)}
-
-
-def _pct(values: np.ndarray, q: float) -> float | None:
-    return float(np.percentile(values, q)) if values.size else None
-
-
-# --------------------------------------------------------------------------------------------------
-# The engine
-# --------------------------------------------------------------------------------------------------
-
-
-class _VisionThread:
-    """The vision encoder on its own thread, always working on the freshest frame it was offered.
-
-    :meth:`offer` replaces a frame that is still waiting (the stalest is dropped, counted in
-    ``replaced``); the thread encodes one frame at a time with ``session.encode`` and publishes
-    ``(token, frame)``; :meth:`newest` returns what was last published.  It serves the pipelined
-    rungs; on the waiting rungs the worker encodes itself, holding :attr:`encoding` as this thread
-    does, so that two encodes never overlap.  :meth:`quiesce` lets the encode in flight finish and
-    drops the waiting frame: a reset or a model swap never runs concurrently with an encode."""
-
-    def __init__(self, *, threads: int | None, on_encoded) -> None:
-        self._cond = threading.Condition()
-        self._threads = threads
-        self._on_encoded = on_encoded
-        self._session = None
-        self._pending = None
-        self._busy = False
-        self._closed = False
-        self._token = None
-        self._frame = None
-        self._error: BaseException | None = None
-        self.replaced = 0
-        self.encoding = threading.Lock()  # held by whoever encodes: this thread or the worker
-        self._thread = threading.Thread(target=self._run, name="livefoley-vision", daemon=True)
-        self._thread.start()
-
-    def set_session(self, session) -> None:
-        """Encode for ``session`` from now on (a new stream: the published token is forgotten)."""
-        self.quiesce()
-        with self._cond:
-            self._session = session
-            self._token = self._frame = None
-
-    def offer(self, frame) -> None:
-        with self._cond:
-            if self._pending is not None:
-                self.replaced += 1
-            self._pending = frame
-            self._cond.notify_all()
-
-    def newest(self):
-        """``(token, frame)`` last published (``(None, None)`` before the first); raises the error
-        that ended the thread."""
-        with self._cond:
-            if self._error is not None:
-                raise self._error
-            return self._token, self._frame
-
-    def quiesce(self) -> None:
-        with self._cond:
-            self._pending = None
-            self._cond.wait_for(lambda: not self._busy)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._pending = None
-            self._cond.notify_all()
-        self._thread.join()
-
-    def _run(self) -> None:
-        if self._threads is not None:
-            _set_thread_torch_threads(self._threads)
-        while True:
-            with self._cond:
-                self._cond.wait_for(
-                    lambda: self._closed or (self._pending is not None and self._session is not None))
-                if self._closed:
-                    return
-                frame, self._pending = self._pending, None
-                session = self._session
-                self._busy = True
-            try:
-                with self.encoding:
-                    t0 = time.perf_counter()
-                    token = session.encode(frame)
-                    ms = (time.perf_counter() - t0) * 1000
-            except BaseException as err:  # noqa: BLE001 - handed to the worker by newest()
-                with self._cond:
-                    self._error = err
-                    self._busy = False
-                    self._cond.notify_all()
-                return
-            with self._cond:
-                self._token, self._frame = token, frame
-                self._busy = False
-                self._cond.notify_all()
-            self._on_encoded(ms)
-
-
-class _Inbox:
-    """Frames from the dispatcher to the worker.  Live sources: the worker takes the freshest frame
-    and the older ones are skipped (at most ``_LIVE_KEEP`` wait); finite, non-live sources: every
-    frame is handed over, at most two waiting (back-pressure on the capture thread)."""
-
-    _LIVE_KEEP = 8
-
-    def __init__(self, *, live: bool) -> None:
-        self.live = live
-        self._cond = threading.Condition()
-        self._items: deque = deque()
-        self._closed = False
-        self._error: BaseException | None = None
-
-    def put(self, frame) -> None:
-        with self._cond:
-            if not self.live:
-                self._cond.wait_for(lambda: len(self._items) < 2 or self._closed)
-            if self._closed:
-                return
-            self._items.append(frame)
-            if len(self._items) > self._LIVE_KEEP:
-                self._items.popleft()
-            self._cond.notify_all()
-
-    def get(self, stop: threading.Event):
-        """The next frame (live: the freshest), or None once closed / stopped; raises the capture error."""
-        with self._cond:
-            while True:
-                if self._items:
-                    if self.live:
-                        frame = self._items[-1]
-                        self._items.clear()
-                    else:
-                        frame = self._items.popleft()
-                    self._cond.notify_all()
-                    return frame
-                if self._error is not None:
-                    raise self._error
-                if self._closed or stop.is_set():
-                    return None
-                self._cond.wait(0.25)
-
-    def fail(self, err: BaseException) -> None:
-        with self._cond:
-            self._error = err
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 @dataclass
@@ -581,19 +131,21 @@ class LiveEngine:
         from audio.sinks import check_volume
 
         check_volume(config.volume)  # a SinkError that is also a UsageError (exit 2 on the command line)
-        self._reset_metrics()
+        self._reset_run()
 
-    # -- metrics ---------------------------------------------------------------------------------------
-    def _reset_metrics(self) -> None:
+    # -- per-run state -------------------------------------------------------------------------------
+    def _reset_run(self) -> None:
+        """Everything one run creates, fresh at construction and at each start: the metric rings and
+        counts, the thread split, the vision thread, the stream's settings, token and EWMAs."""
         cap = max(1, int(self.config.history_s * CONTRACT.fps))
-        self._g2e = _Series(cap)
-        self._compute = _Series(cap)
-        self._audio = _Series(cap)
-        self._vision = _Series(cap)
-        self._queue_ms = _Series(cap)
-        self._age = _Series(cap)
-        self._hand_times = _Series(cap)
-        self._rss = _Series(4096)
+        self._g2e = Series(cap)
+        self._compute = Series(cap)
+        self._audio = Series(cap)
+        self._vision = Series(cap)
+        self._queue_ms = Series(cap)
+        self._age = Series(cap)
+        self._hand_times = Series(cap)
+        self._rss = Series(4096)
         self.counts = dict(slots=0, chunks=0, skipped_slots=0, fill_ins=0, trimmed=0, vision_encoded=0,
                            fresh_slots=0, stale_slots=0, vision_skipped=0, late_slots=0, resets=0,
                            model_swaps=0)
@@ -607,6 +159,17 @@ class LiveEngine:
         self._end_reason = ""
         self._final_sink_stats: dict | None = None
         self._final_capture_stats: dict | None = None
+        self._started_ok = False
+        self._thread_split: tuple[int | None, int | None, int | None] = (None, None, None)
+        self._vision_thread: VisionThread | None = None
+        self._base_nfe: int | None = None  # the stream's NFE / ω before the ladder changes them
+        self._base_guidance: float | None = None
+        self._token = None  # the newest vision token and the frame it came from
+        self._token_frame = None
+        self._last_offer = -(10**9)  # index of the last frame offered to / encoded for vision
+        self._v_ewma: float | None = None  # EWMAs of vision and audio-path ms (the ladder's predictions)
+        self._a_ewma: float | None = None
+        self._miss_ewma = 0.0  # EWMA of vision-deadline misses
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> LiveEngine:
@@ -619,7 +182,7 @@ class LiveEngine:
         self._ready.clear()
         self._done.clear()
         self._error = None
-        self._reset_metrics()
+        self._reset_run()
         self._thread = threading.Thread(target=self._run, name="livefoley-engine", daemon=True)
         self._thread.start()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -762,14 +325,11 @@ class LiveEngine:
 
         return open_source(self.config.source, **self.config.source_options)
 
-    _started_ok = False
-
     def _run(self) -> None:
         from audio.sinks import DeviceSink, build_sinks
         from capture.thread import CaptureThread
 
         cfg = self.config
-        self._started_ok = False
         session = None
         sinks = None
         capture = None
@@ -778,11 +338,11 @@ class LiveEngine:
         # where the vision thread has ⌊N/2⌋ beside it (at least 1 each)
         n = choose_threads(cfg.threads)  # None: one per idle core (a core another process keeps busy gets none)
         self._thread_split = (n, max(1, (n + 1) // 2), max(1, n // 2))
-        self._vision_thread = _VisionThread(threads=self._thread_split[2], on_encoded=self._on_encoded)
+        self._vision_thread = VisionThread(threads=self._thread_split[2], on_encoded=self._on_encoded)
         try:
             if self._generator is None:
                 self._generator = self._load_generator(cfg.model)
-            _set_thread_torch_threads(self._thread_split[0])
+            set_thread_torch_threads(self._thread_split[0])
             gen = self._generator
             session = self._open_session(gen)
             self._choose_start_rung(self._warm_up(session))
@@ -849,8 +409,7 @@ class LiveEngine:
         self._token_frame = None
         self._vision_thread.set_session(session)
         self._last_offer = -(10**9)
-        self._v_ewma: float | None = None
-        self._a_ewma: float | None = None
+        self._v_ewma = self._a_ewma = None
         self._miss_ewma = 0.0
         self._apply_rung(session)
         return session
@@ -877,7 +436,7 @@ class LiveEngine:
             return None
         if not rung.wait_for_vision:
             return self._a_ewma
-        if self._v_ewma + self._a_ewma >= self.config.policy.deadline_fraction * FRAME_MS:
+        if self._v_ewma + self._a_ewma >= self.config.policy.deadline_fraction * CONTRACT.frame_ms:
             return math.inf  # the token could never be waited for in time
         return self._a_ewma + self._v_ewma / rung.vision_every
 
@@ -893,7 +452,7 @@ class LiveEngine:
             return
         for level in range(policy.top + 1):
             expected = self._predict(policy.rungs[level])
-            if expected is not None and expected < c.high * FRAME_MS:
+            if expected is not None and expected < c.high * CONTRACT.frame_ms:
                 break
         policy.level = level
         if level:
@@ -906,7 +465,7 @@ class LiveEngine:
         ⌈N/2⌉ on the pipelined ones (the vision thread has the other ⌊N/2⌋)."""
         rung = self._policy.rung
         n, audio, _ = self._thread_split
-        _set_thread_torch_threads(n if rung.wait_for_vision else audio)
+        set_thread_torch_threads(n if rung.wait_for_vision else audio)
         nfe = rung.nfe if rung.nfe is not None else self._base_nfe
         guidance = rung.guidance if rung.guidance is not None else self._base_guidance
         session.configure(nfe=nfe, guidance=guidance)
@@ -938,7 +497,7 @@ class LiveEngine:
         self._on_encoded(ms)
         return ms
 
-    def _dispatch(self, capture, inbox: _Inbox) -> None:
+    def _dispatch(self, capture, inbox: Inbox) -> None:
         """The dispatcher thread: on the pipelined rungs each 30-fps frame from the capture thread
         (every ``vision_every``-th) is offered to the vision thread the moment it arrives (so that
         vision works while the worker is busy); every frame is queued for the worker."""
@@ -975,10 +534,10 @@ class LiveEngine:
         into the next frame, never by a whole one: no frame is skipped for it), and never so long
         that the device ring would run down to one block before the chunk is written."""
         a_s = (self._a_ewma or 0.0) / 1000
-        budget = t_pick + self.config.policy.deadline_fraction * FRAME_S - a_s - time.monotonic()
+        budget = t_pick + self.config.policy.deadline_fraction * CONTRACT.frame_s - a_s - time.monotonic()
         if device is not None and device.started:
             ahead = device.delay_s - device.latency_s
-            ring = ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - 0.25 * FRAME_S
+            ring = ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - 0.25 * CONTRACT.frame_s
             if ring < budget:
                 return ring, True
         return budget, False
@@ -993,7 +552,7 @@ class LiveEngine:
             # silence ahead of the first chunk: the cushion (see the module docstring)
             device.write(np.zeros((CONTRACT.channels, max(cushion, 1)), np.float32))
         limit = None if cfg.duration_s is None else max(1, round(cfg.duration_s * CONTRACT.fps))
-        inbox = _Inbox(live=live)
+        inbox = Inbox(live=live)
         dispatcher = threading.Thread(target=self._dispatch, args=(capture, inbox),
                                       name="livefoley-dispatch", daemon=True)
         dispatcher.start()
@@ -1017,7 +576,7 @@ class LiveEngine:
         # lowers it by a hop, an underrun raises it by the silence the device inserted; fill-ins and
         # trims bring it back.  Measured levels only correct slow drifts (see the module docstring).
         ledger = 0
-        levels = _Series(cfg.drift_window)  # measured ring levels (samples), one per slot
+        levels = Series(cfg.drift_window)  # measured ring levels (samples), one per slot
         while True:
             session = self._apply_controls(session)
             frame = inbox.get(self._stop_evt)
@@ -1258,13 +817,13 @@ class LiveEngine:
             "sinks": sink_stats["name"] if sink_stats else None,
             "model": getattr(getattr(gen, "config", None), "name", self.config.model),
             "threads": dict(zip(("worker", "worker_pipelined", "vision_thread"),
-                                getattr(self, "_thread_split", (None,) * 3), strict=True)),
+                                self._thread_split, strict=True)),
             "end_reason": self._end_reason or ("running" if self.running else ""),
             "wall_s": round((self._ended_at or now) - self._started_at, 3) if self._started_at else 0.0,
             "stream_s": round(chunks / CONTRACT.fps, 3),
             "achieved_fps": round((chunks - 1) / wall, 3) if wall > 0 else None,
             **counts,
-            "vision_replaced": vt.replaced if (vt := getattr(self, "_vision_thread", None)) else 0,
+            "vision_replaced": self._vision_thread.replaced if self._vision_thread else 0,
             "glass_to_ear_ms": self._g2e.summary(),
             "compute_ms": self._compute.summary(),
             "audio_path_ms": self._audio.summary(),
@@ -1291,8 +850,8 @@ class LiveEngine:
                 "seconds_at": {r.name: round(n / CONTRACT.fps, 2)
                                for r, n in zip(policy.rungs, policy.slots_at, strict=False) if n},
             },
-            "nfe": getattr(self, "_base_nfe", self._nfe),
-            "cfg": getattr(self, "_base_guidance", self._guidance),
+            "nfe": self._nfe if self._base_nfe is None else self._base_nfe,
+            "cfg": self._guidance if self._base_guidance is None else self._base_guidance,
             "volume": self._volume,
             "rss_mb": {"start": None if self._rss_start is None else round(self._rss_start, 1),
                        "end": round(float(rss[-1]), 1) if rss.size else None,
@@ -1328,24 +887,10 @@ class LiveEngine:
         xr = dev.stats()["underruns"] if dev is not None else 0
         elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
         def fmt(v: np.ndarray) -> str:
-            return f"{_pct(v, 50):.0f}/{_pct(v, 95):.0f}" if v.size else "-/-"
+            return f"{pct(v, 50):.0f}/{pct(v, 95):.0f}" if v.size else "-/-"
 
         rung = policy.rung.name if policy else "-"
         return (f"live {elapsed:6.1f}s | {fps:4.1f} fps | g2e {fmt(g)} ms | step {fmt(c)} ms | {rung} "
-                f"nfe {getattr(self, '_base_nfe', '-')} ω {getattr(self, '_base_guidance', '-')} | "
+                f"nfe {'-' if self._base_nfe is None else self._base_nfe} "
+                f"ω {'-' if self._base_guidance is None else self._base_guidance} | "
                 f"skip {self.counts['skipped_slots']} | xrun {xr}")
-
-
-def _set_thread_torch_threads(n: int) -> None:
-    """Torch's CPU thread count for the *calling* thread.  With OpenMP the count is per thread: each
-    thread takes the global value at its first parallel op (a thread-local lazy init) and keeps it.
-    ``get_num_threads`` runs that lazy init now, so a later change of the global value by another
-    thread (the vision thread's own setting) leaves this thread's count alone."""
-    import torch
-
-    torch.set_num_threads(n)
-    torch.get_num_threads()
-
-
-__all__ = ["DegradationPolicy", "EngineConfig", "EngineError", "LiveEngine", "PolicyConfig", "Rung",
-           "build_ladder"]

@@ -1,0 +1,157 @@
+"""The degradation ladder and its policy: what the engine sheds, in which order, when it falls behind.
+
+:class:`DegradationPolicy` holds a ladder of rungs, each cheaper than the one before, climbed when the worker
+falls behind and descended with hysteresis when it has room.  The signal is an EWMA (α = ``alpha``) of the
+worker's time per slot — from taking the frame to handing its chunk to the sinks (an encode on the worker
+included), plus a fill-in if one was made — against the budget T; a *late* slot (the vision deadline was
+missed, or the device underran after start-up) enters it as ``late_penalty`` × T.  It restarts at each move,
+so that a rung is judged by its own slots.  Climb one rung when the EWMA exceeds ``high`` × T (after
+``settle_slots`` on the rung); descend after ``hold_slots`` consecutive slots below ``low`` × T, and only when
+the rung below is predicted to fit (vision and audio-path times are measured on every rung: a waiting rung
+costs ``A + V/k`` per slot, and cannot work at all when ``V + A`` exceeds the vision deadline).  A rung left
+upwards within ``flap_s`` of being entered doubles the hold (up to ``max_hold_slots``), so the ladder cannot
+oscillate.  When the vision deadline keeps being missed (EWMA of misses above ``miss_limit``), encoding in
+turn is pointless: the policy jumps to ``no-wait`` (and climbs on from there if the audio path, now sharing
+the CPU with vision, still falls behind).  The start rung is the first one the warm-up step predicts to fit
+(``auto_start``).  Rungs that change nothing (NFE already the smallest, ω already 1) are left out.  The
+ladder:
+
+=============  ===================================================================================
+``full``       the configured NFE and ω; every frame is encoded (on the worker, before its audio)
+``nfe-N``      the smallest NFE the model supports
+``vision/2``   only every 2nd frame is encoded; the others reuse its token
+``cfg-off``    ω = 1: one transformer branch instead of two (guidance lost)
+``vision/4``   … every 4th frame
+``vision/8``   … every 8th frame
+``no-wait``    every frame is offered to the vision thread, which runs beside the audio path; the
+               audio path never waits and uses the newest token (vision pipelined, ≥ 1 frame old)
+``no-wait/4``  … every 4th frame is offered (less CPU taken from the audio path)
+``no-wait/8``  … every 8th frame (the last rung)
+=============  ===================================================================================
+
+Why this order (measured with the ``tiny`` preset on the quiet 2-core build machine, 2 threads):
+a full step costs vision ≈ 14–26 ms + audio path ≈ 9–12 ms — about T, with no room for jitter;
+the audio path alone (token reused) ≈ 11 ms; dropping CFG saves ≈ 2.5 ms of it.  Vision is what
+to shed.  Encoding on the worker, in turn with the audio path, keeps both on one OpenMP pool of
+both cores; a separate vision thread doubles the pools, and on two cores vision beside the audio
+path (one thread each) slowed the audio path from 11 to 22 ms and vision to 27 ms.  So cadence
+comes first (the encoded frame is still fresh), CFG next, and pipelining last — for vision that
+is slow but not CPU-bound here (a GPU, or the slow-vision test double), where encoding in turn
+would always miss.  NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live
+--source synthetic --model tiny --threads 2 --sink device --duration 300 --json`` (``policy.
+seconds_at``; vision / audio-path times; glass-to-ear).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audio.contract import CONTRACT
+from plugin.live.config import PolicyConfig
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the degradation ladder (``None``: the configured value)."""
+
+    name: str
+    wait_for_vision: bool
+    nfe: int | None = None
+    guidance: float | None = None
+    vision_every: int = 1
+
+
+def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> list[Rung]:
+    """The rungs for a model configured with ``nfe`` / ``guidance`` ω (see above);
+    rungs that would change nothing are left out."""
+    rungs = [Rung("full", True)]
+    low_nfe: int | None = None
+    if valid_nfe and nfe > min(valid_nfe):
+        low_nfe = min(valid_nfe)
+        rungs.append(Rung(f"nfe-{low_nfe}", True, nfe=low_nfe))
+    rungs.append(Rung("vision/2", True, nfe=low_nfe, vision_every=2))
+    no_guidance = 1.0 if guidance != 1.0 else None
+    if no_guidance is not None:
+        rungs.append(Rung("cfg-off", True, nfe=low_nfe, guidance=no_guidance, vision_every=2))
+    rungs.append(Rung("vision/4", True, nfe=low_nfe, guidance=no_guidance, vision_every=4))
+    rungs.append(Rung("vision/8", True, nfe=low_nfe, guidance=no_guidance, vision_every=8))
+    for k in (1, 4, 8):
+        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance,
+                          vision_every=k))
+    return rungs
+
+
+class DegradationPolicy:
+    """The ladder with hysteresis (see above).  Pure logic, no clock of its own:
+    the worker calls :meth:`observe` once per slot with that slot's compute time."""
+
+    def __init__(self, *, config: PolicyConfig, rungs: list[Rung]) -> None:
+        if not rungs:
+            raise ValueError("a ladder needs at least one rung")
+        self.config = config
+        self.rungs = rungs
+        top = len(rungs) - 1
+        self.top = top if config.max_rung is None else min(top, config.max_rung)
+        self.level = min(config.start_rung, self.top)
+        self.ewma: float | None = None
+        self.hold = config.hold_slots
+        self.changes = 0
+        self._slot = 0
+        self._since_change = 0
+        self._below = 0
+        self._entered_at_slot = 0
+        self._entered_down = False
+        self.slots_at = [0] * len(rungs)
+
+    @property
+    def rung(self) -> Rung:
+        return self.rungs[self.level]
+
+    def observe(self, compute_ms: float, *, late: bool = False, predict=None) -> Rung | None:
+        """Feed one slot; returns the new rung when the level changed, else None.
+
+        ``predict(rung) -> ms | None``: the expected compute per slot on a rung (from the measured
+        vision and audio-path times); a step down is taken only when the rung below is predicted to
+        fit (< ``high`` × T), so a rung that cannot work is not tried again and again."""
+        c = self.config
+        self._slot += 1
+        self._since_change += 1
+        self.slots_at[self.level] += 1
+        value = max(compute_ms, c.late_penalty * CONTRACT.frame_ms) if late else compute_ms
+        self.ewma = value if self.ewma is None else (1 - c.alpha) * self.ewma + c.alpha * value
+        if not c.enabled or self._slot <= c.startup_slots:
+            return None
+        if self.ewma > c.high * CONTRACT.frame_ms:
+            self._below = 0
+            if self.level < self.top and self._since_change >= c.settle_slots:
+                flapped = self._entered_down and self._slot - self._entered_at_slot < c.flap_s * CONTRACT.fps
+                if flapped:
+                    self.hold = min(2 * self.hold, c.max_hold_slots)
+                return self._move(+1)
+            return None
+        if self.ewma < c.low * CONTRACT.frame_ms:
+            self._below += 1
+        else:
+            self._below = 0
+        if self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
+            self.hold = c.hold_slots  # a level that held for 30 s resets the back-off
+        if self.level > 0 and self._below >= self.hold:
+            expected = None if predict is None else predict(self.rungs[self.level - 1])
+            if expected is not None and expected >= c.high * CONTRACT.frame_ms:
+                return None  # the rung below would not fit
+            return self._move(-1)
+        return None
+
+    def jump(self, level: int) -> Rung:
+        """Go straight to ``level`` (counted as one change, with the same back-off as a climb)."""
+        return self._move(min(level, self.top) - self.level)
+
+    def _move(self, step: int) -> Rung:
+        self.level += step
+        self.changes += 1
+        self.ewma = None  # judge the new rung by its own slots only
+        self._since_change = 0
+        self._below = 0
+        self._entered_at_slot = self._slot
+        self._entered_down = step < 0
+        return self.rung

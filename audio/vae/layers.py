@@ -100,6 +100,28 @@ class _OverlapTail:
     buf: Tensor
 
 
+class _StreamingConv(_WeightNormed):
+    """A weight-normed conv that carries a tail of samples between streaming calls: ``_tail`` names
+    the state's type and its (channels, samples); no samples, no state."""
+
+    _state: _ConvTail | _OverlapTail | None = None
+
+    def _tail(self) -> tuple[type, int, int]:
+        raise NotImplementedError
+
+    def start_streaming(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
+        kind, channels, size = self._tail()
+        if size:
+            self._state = kind(torch.zeros(batch_size, channels, size, device=device, dtype=dtype))
+
+    def stop_streaming(self) -> None:
+        self._state = None
+
+    def reset_streaming(self) -> None:
+        if self._state is not None:
+            self._state.buf.zero_()
+
+
 def _small_cpu_inference(x: Tensor) -> bool:
     """Whether ``x`` is a streaming-sized CPU input without autograd (see :func:`_dilated_conv1d_matmul`)."""
     return (
@@ -131,7 +153,7 @@ def _dilated_conv1d_matmul(
     return torch.matmul(w2, cols) + bias[:, None]
 
 
-class CausalConv1d(_WeightNormed):
+class CausalConv1d(_StreamingConv):
     """Weight-normed Conv1d, zero-padded on the left only (no look-ahead).
 
     ``(B, C_in, L) → (B, C_out, L / stride)``; ``L`` must be a multiple of ``stride``.  The left
@@ -156,20 +178,9 @@ class CausalConv1d(_WeightNormed):
         if self.context < 0:
             raise ValueError(f"kernel {kernel_size} shorter than stride {stride}")
         self._init_params((out_channels, in_channels, kernel_size), out_channels if bias else None)
-        self._state: _ConvTail | None = None
 
-    def start_streaming(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
-        if self.context:
-            self._state = _ConvTail(
-                torch.zeros(batch_size, self.in_channels, self.context, device=device, dtype=dtype)
-            )
-
-    def stop_streaming(self) -> None:
-        self._state = None
-
-    def reset_streaming(self) -> None:
-        if self._state is not None:
-            self._state.buf.zero_()
+    def _tail(self) -> tuple[type, int, int]:
+        return _ConvTail, self.in_channels, self.context
 
     def forward(self, x: Tensor) -> Tensor:
         if self.context:
@@ -188,7 +199,7 @@ class CausalConv1d(_WeightNormed):
         )
 
 
-class CausalConvTranspose1d(_WeightNormed):
+class CausalConvTranspose1d(_StreamingConv):
     """Weight-normed ConvTranspose1d (padding 0) that emits exactly ``stride`` samples per input.
 
     ``(B, C_in, T) → (B, C_out, T · stride)``.  The full transposed conv gives ``(T-1)·S + K``
@@ -208,20 +219,9 @@ class CausalConvTranspose1d(_WeightNormed):
         self.kernel_size, self.stride = kernel_size, stride
         self.overlap = kernel_size - stride
         self._init_params((in_channels, out_channels, kernel_size), out_channels if bias else None)
-        self._state: _OverlapTail | None = None
 
-    def start_streaming(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> None:
-        if self.overlap:
-            self._state = _OverlapTail(
-                torch.zeros(batch_size, self.out_channels, self.overlap, device=device, dtype=dtype)
-            )
-
-    def stop_streaming(self) -> None:
-        self._state = None
-
-    def reset_streaming(self) -> None:
-        if self._state is not None:
-            self._state.buf.zero_()
+    def _tail(self) -> tuple[type, int, int]:
+        return _OverlapTail, self.out_channels, self.overlap
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[-1] * self.stride

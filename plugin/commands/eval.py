@@ -81,7 +81,7 @@ def register(subparsers) -> None:
                      help="classifier-free guidance ω (default: the model's)")
     gen.add_argument("--look", default="world", choices=sorted(LOOKS),
                      help="draw the world differently (the model trained on 'world' only): "
-                          + "; ".join(f"{k}: {v}" for k, v in LOOKS.items()))
+                          + "; ".join(f"{k}: {v}" for k, v in LOOKS.items()).replace("%", "%%"))
     gen.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
     add_dinov2_weights(gen)
     p.add_argument("--vae-ceiling", action="store_true",

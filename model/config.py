@@ -46,7 +46,8 @@ def approx_parameters(c: GeneratorConfig) -> int:
     t, h, v = c.transformer, c.head, c.vision
     return (t.n_layers * (4 * t.d_model**2 + 3 * t.d_model * t.mlp_hidden)
             + h.depth * 4 * h.width**2 + h.width * (h.cond_dim + h.freq_dim)
-            + v.agg_layers * 12 * v.d_proj**2 + v.d_proj * v.d_token)
+            + v.agg_layers * 12 * v.d_proj**2 + v.d_proj * v.d_token
+            + v.cell_readout * (v.d_proj + v.grid_size[0] * v.grid_size[1] * v.d_token))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ Pipeline for frame ``i`` (REFERENCE.md, "Vision path")::
          + learned 2-D position embedding, one learned query token, pre-norm
            transformer aggregator (``agg_layers`` blocks), the query's output
            → LayerNorm → linear                                                      → v_i (d_token,)
+         (+ with ``cell_readout`` r > 0: each cell's projection → r numbers, the gh·gw·r
+           of them in screen order → linear, added to v_i)
 
 The paper projects and then downsamples.  Projection and average pooling are both linear, so they
 commute: pooling the 384-d grid first and projecting after gives the same numbers at a quarter of
@@ -78,6 +80,7 @@ class VisionConfig:
     agg_layers: int = 1
     agg_heads: int = 4
     d_token: int = 256  # output token width
+    cell_readout: int = 0  # per-cell width of the position-specific readout (0: none; see FrameTokenizer)
     dtype: str = "fp32"  # backbone compute dtype: "fp32" | "bf16" (autocast)
 
     def __post_init__(self) -> None:
@@ -97,6 +100,8 @@ class VisionConfig:
             )
         if self.dtype not in DTYPES:
             raise VisionError(f"vision dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.cell_readout < 0:
+            raise VisionError(f"vision cell_readout must be >= 0, got {self.cell_readout}")
         if self.agg_layers < 1 or self.agg_heads < 1 or self.d_proj % self.agg_heads:
             raise VisionError(f"aggregator needs agg_layers >= 1 and d_proj ({self.d_proj}) divisible by "
                               f"agg_heads ({self.agg_heads})")
@@ -119,12 +124,13 @@ class VisionConfig:
         ph, pw = self.patch_grid
         return (ph // self.pool, pw // self.pool)
 
-    def same_tokens(self, other: VisionConfig) -> bool:
-        """Whether ``other`` turns frames into the same tokens: every field equal except where the
-        weights are read from (``weights``, ``weights_sha256``) — the fingerprints decide which
-        weights they are, when both are known (else the weights must be named alike)."""
-        where = {"weights": "hub", "weights_sha256": None, "fingerprint": None}
-        if self.replace(**where) != other.replace(**where):
+    def same_grids(self, other: VisionConfig) -> bool:
+        """Whether ``other`` turns frames into the same pooled grids (what a feature cache stores):
+        the same backbone, input size, pool and dtype, and the same weights — decided by the
+        fingerprints when both are known, else the weights must be named alike.  The trainable
+        aggregator (``d_proj``, ``agg_*``, ``d_token``, ``cell_readout``) may differ."""
+        if (self.backbone, self.input_size, self.pool, self.dtype) != (
+                other.backbone, other.input_size, other.pool, other.dtype):
             return False
         if self.fingerprint is None or other.fingerprint is None:
             return self.weights == other.weights
@@ -163,6 +169,7 @@ VISION_PRESETS: dict[str, VisionConfig] = {
         weights="seeded:0",
         fingerprint="62bfa41f2e67e0da1a439182b14e434b56fc94342761dd77d84869e4b390aefd",
         dtype="bf16",
+        cell_readout=8,
     ),
     # paper-sized (GPUs): 224×392 = 16×28 = 448 patches → 8×14 = 112 tokens, real DINOv2 weights
     "base": VisionConfig(input_size=(224, 392), weights="hub", dtype="bf16"),
@@ -416,6 +423,13 @@ class FrameTokenizer(nn.Module):
                                     for _ in range(config.agg_layers))
         self.norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, config.d_token)
+        # Where on screen something changed.  Attention pooling is permutation-invariant up to the
+        # learned positions, and in training it stayed so: the tiny model's tokens barely changed
+        # when the grid was mirrored (|Δtoken| 0.06 against a norm of 10), and its stereo placement
+        # was at chance.  A readout whose weights differ per cell cannot be blind to position.
+        r = config.cell_readout
+        self.cells = nn.Linear(d, r) if r else None
+        self.where = nn.Linear(gh * gw * r, config.d_token) if r else None
         self._stream: _StreamState | None = None
 
     @property
@@ -472,12 +486,14 @@ class FrameTokenizer(nn.Module):
         B, T = grids.shape[:2]
         grids = grids.to(self.proj.weight.dtype)  # the cache may hold fp16
         # pooled-then-projected == projected-then-pooled (both linear; see the module docstring)
-        x = self.proj(self.grid_and_delta(grids, prev_grid))  # (B, T, gh, gw, d)
-        x = x.reshape(B * T, gh * gw, -1) + self.pos  # (B·T, gh·gw, d)
-        x = torch.cat((self.query.expand(B * T, -1, -1), x), dim=1)  # (B·T, 1 + gh·gw, d)
+        cells = self.proj(self.grid_and_delta(grids, prev_grid)).reshape(B * T, gh * gw, -1)  # (B·T, gh·gw, d)
+        x = torch.cat((self.query.expand(B * T, -1, -1), cells + self.pos), dim=1)  # (B·T, 1 + gh·gw, d)
         for i, block in enumerate(self.blocks):
             x = block(x, query_only=i == len(self.blocks) - 1)
-        tokens = self.out(self.norm(x[:, 0])).view(B, T, -1)  # (B, T, d_token)
+        tokens = self.out(self.norm(x[:, 0]))  # (B·T, d_token)
+        if self.where is not None:
+            tokens = tokens + self.where(self.cells(cells).flatten(1))  # row-major: screen order
+        tokens = tokens.view(B, T, -1)  # (B, T, d_token)
         return tokens[0] if single else tokens
 
     def forward(self, frames) -> Tensor:

@@ -335,8 +335,46 @@ def test_config_roundtrip_and_validation() -> None:
         VisionConfig(weights="seeded:abc")
     with pytest.raises(VisionError, match="divisible"):
         VisionConfig(d_proj=190)
+    with pytest.raises(VisionError, match="cell_readout"):
+        VisionConfig(cell_readout=-1)
+    old = CFG.to_dict()
+    del old["cell_readout"]  # a config.json written before the readout existed
+    assert VisionConfig.from_dict(old).cell_readout == 0
+
+
+def test_a_change_on_the_left_and_on_the_right_give_different_tokens() -> None:
+    """The position-specific readout: the same thing appearing in the left or the right corner gives
+    tokens that differ by a sizeable fraction of what its appearing does, through the readout alone
+    (its weights differ per cell).  The attention pooling alone can unlearn this, and did: trained,
+    its token barely moved when the grid was mirrored, and stereo placement stayed at chance."""
+    gh, gw = CFG.grid_size
+    torch.manual_seed(1)
+    still = torch.randn(gh, gw, 384).expand(2, gh, gw, 384).clone()
+    thing = 3 * torch.randn(384)
+    left, right = still.clone(), still.clone()
+    left[1, 0, 0] += thing
+    right[1, 0, gw - 1] += thing
+    torch.manual_seed(0)
+    tok = FrameTokenizer(CFG.replace(cell_readout=8), with_backbone=False)
+    assert tok.where.in_features == gh * gw * 8
+    with torch.no_grad():
+        tok.out.weight.zero_()  # silence the attention path: what is left is the readout's
+        t_still, t_left, t_right = (tok.tokens_from_grids(g)[1] for g in (still, left, right))
+    assert (t_left - t_right).norm() > 0.3 * (t_left - t_still).norm()
+    assert FrameTokenizer(CFG, with_backbone=False).where is None  # off unless configured
 
 
 def test_resolved_config_records_the_fingerprint(tok: FrameTokenizer) -> None:
     assert CFG.fingerprint is None
     assert tok.resolved_config() == CFG.replace(fingerprint=tok.backbone.fingerprint)
+
+
+def test_same_grids_is_about_the_backbone_not_the_aggregator() -> None:
+    """A feature cache stores grids: a model whose aggregator differs can train on it, one whose
+    backbone, input, pool, dtype or weights differ cannot."""
+    a = CFG.replace(fingerprint="f" * 64)
+    assert a.same_grids(a.replace(d_proj=96, agg_layers=2, d_token=128, cell_readout=8))
+    assert a.same_grids(a.replace(weights="hub", fingerprint=None)) is False  # named otherwise, no fingerprint
+    assert a.same_grids(a.replace(weights="/elsewhere/dinov2.safetensors"))  # same tensors, moved
+    for change in ({"input_size": (84, 140)}, {"pool": 1}, {"dtype": "bf16"}, {"fingerprint": "e" * 64}):
+        assert not a.same_grids(a.replace(**change)), change

@@ -169,7 +169,7 @@ def prepare(
     vision, vae_cfg = tokenizer.resolved_config(), vae.config.to_dict()  # the fingerprint recorded
     vision_cfg = vision.to_dict()
     if cache.exists:
-        if not VisionConfig.from_dict(cache.index["vision"]).same_tokens(vision) or cache.index["vae"] != vae_cfg:
+        if not VisionConfig.from_dict(cache.index["vision"]).same_grids(vision) or cache.index["vae"] != vae_cfg:
             raise LivefoleyError(
                 f"{out} was prepared with a different vision or VAE config; use a new --out folder"
             )

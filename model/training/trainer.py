@@ -161,7 +161,7 @@ def train(
     cached_vision, vision = VisionConfig.from_dict(cache.index["vision"]), model_config.vision
     if vision.fingerprint is None:
         vision = vision.replace(fingerprint=cached_vision.fingerprint)
-    if not cached_vision.same_tokens(vision):
+    if not cached_vision.same_grids(vision):
         raise LivefoleyError("the cache was prepared with a different vision config (or DINOv2 weights) than "
                              "the model uses")
     model_config = model_config.replace(vision=vision)

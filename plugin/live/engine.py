@@ -1,72 +1,7 @@
 """The live engine: capture thread → generator worker → sinks, one 1600-sample chunk per 30-fps slot.
 
-::
-
-    CaptureThread ─► dispatcher ─► inbox ─► worker thread ──────────────────────────► MultiSink
-    (30-fps slots,   │ (pipelined rungs:        (owns the StreamSession and the sinks;  (device ring,
-     drops stalest)  │  offers frames on        per slot: freshest frame → token →      file, null)
-                     │  arrival)                step_token → write; on the waiting
-                     │                          rungs it encodes the frame itself)
-                     └─► vision thread (pipelined rungs only)
-                         session.encode(freshest offered frame) → newest token
-
-**Per slot** (one frame period T = 33.3 ms): the worker takes the *freshest* frame (stale frames
-queued behind it are skipped, so lag never grows).  On the *waiting* rungs it encodes that frame
-itself (``session.encode``, on all the engine's threads: vision and the audio path take turns on
-one OpenMP pool) when the rung's vision cadence selects it; on the *pipelined* rungs it takes the
-newest token the vision thread has published.  It turns the token into audio with
-``session.step_token`` (transformer + head + VAE: the *audio path*) and writes the (2, 1600) chunk
-to every sink.  A frame that is not encoded (the rung's cadence skips it, or there is no time)
-gets its chunk from the previous token: from the model, continuous with the last chunk (the VAE's
-causal state carries on), never silence.  The sound of a reused token follows the picture that
-token came from, so glass-to-ear latency is measured from *that* frame's capture time and
-staleness shows in the figures.  The vision deadline: ``deadline_fraction`` × T after the frame
-was taken, minus the expected audio-path time; an encode that the device ring cannot afford (it
-would run down to one block before the chunk is written) is not started, and one that overruns
-the deadline counts as a miss.
-
-**Keeping the device fed, lag bounded** (device sinks).  ``cushion_ms`` of silence is written ahead
-of the first chunk and the sink starts with that chunk (a fractional prefill: the ring then holds
-about the cushion, plus up to one device block, when each new chunk arrives).  The level changes
-for good only through discrete events, which a *ledger* counts exactly: a skipped slot takes a hop
-out (its chunk was never written), an underrun puts the silence the device inserted in (the audio
-after it is that much later).  A deficit of half a hop or more is made good by a *fill-in* — one
-more chunk from the same token, written right after the slot's own (a repeated frame, as the
-capture resampler does for slow sources); a surplus of ¾ hop by a *trim* — the next slot is not
-generated at all, which keeps the waveform continuous (the model never sees that frame), unlike
-dropping audio already made.  A trim needs the measured level to agree (an underrun caused by
-slower writes — a heavier step — leaves no surplus); a deficit beyond two hops is forgiven (after a
-long stall, re-creating the lost audio would only add work to a late worker).  Every
-``drift_window`` slots the median measured level is compared with the cushion and a hop is
-added to / taken from the ledger when they differ by more than a hop: slow clock drift between
-the capture and the sound card, and the shift of the write phase when the rung changes.
-
-**Degradation policy**: :mod:`plugin.live.policy` — a ladder of rungs, each cheaper than the one before
-(encode fewer frames, drop CFG, pipeline vision), climbed when the worker falls behind and descended
-with hysteresis when it has room.  Settings: :mod:`plugin.live.config`.
-
-**Metrics** (:meth:`LiveEngine.stats`): per chunk, glass-to-ear latency = (moment the chunk is
-handed to the sinks − capture time of the frame its token came from) + the device queue at that
-moment (:attr:`audio.sinks.DeviceSink.delay_s`: ring + reported output latency); compute (per slot,
-waits included), audio-path and vision times; token age.  Achieved fps, skipped slots, fill-ins,
-trims, capture drops / repeats (the capture thread), underruns / overflows (the sink), time per
-rung, RSS.  Percentiles come from preallocated rings over the last ``history_s`` seconds (10 min by
-default), so memory stays flat for hours.  :meth:`LiveEngine.status_line` is a compact one-liner
-over the last two seconds.
-
-**Control** (thread-safe, applied by the worker between slots): :meth:`LiveEngine.configure`
-(model, NFE, ω, volume; a model is loaded and warmed up on a helper thread while the old one keeps
-playing, then swapped in with a fresh stream state), :meth:`LiveEngine.reset` (scene change),
-:meth:`LiveEngine.stop` (the sinks are closed in the worker's ``finally``, so a recording is always
-finalised).  An engine can be started again after a stop; the loaded generator is kept.
-
-**Threads**: ``threads`` = N CPU threads in all (None: one per idle core, at most 2 —
-:func:`audio.measure.choose_threads`; a core another process keeps busy gets none): the worker uses all N on
-the waiting rungs, and ⌈N/2⌉ on the pipelined ones, where the vision thread has the other ⌊N/2⌋
-(≥ 1 each; torch's thread count is per calling thread with OpenMP).  OpenMP's own wait policy is
-kept: with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once after each op) a 2-thread step of
-the tiny model took 64 ms instead of 27 ms (many small ops, each waking the pool); a busy machine
-where spinning hurts can still set it.
+The design (the per-slot flow, the device ring's ledger, fill-ins and trims, metrics, controls,
+threads) is written up in ``docs/live-engine.md``.
 """
 
 from __future__ import annotations

@@ -1,45 +1,7 @@
 """The degradation ladder and its policy: what the engine sheds, in which order, when it falls behind.
 
-:class:`DegradationPolicy` holds a ladder of rungs, each cheaper than the one before, climbed when the worker
-falls behind and descended with hysteresis when it has room.  The signal is an EWMA (α = ``alpha``) of the
-worker's time per slot — from taking the frame to handing its chunk to the sinks (an encode on the worker
-included), plus a fill-in if one was made — against the budget T; a *late* slot (the vision deadline was
-missed, or the device underran after start-up) enters it as ``late_penalty`` × T.  It restarts at each move,
-so that a rung is judged by its own slots.  Climb one rung when the EWMA exceeds ``high`` × T (after
-``settle_slots`` on the rung); descend after ``hold_slots`` consecutive slots below ``low`` × T, and only when
-the rung below is predicted to fit (vision and audio-path times are measured on every rung: a waiting rung
-costs ``A + V/k`` per slot, and cannot work at all when ``V + A`` exceeds the vision deadline).  A rung left
-upwards within ``flap_s`` of being entered doubles the hold (up to ``max_hold_slots``), so the ladder cannot
-oscillate.  When the vision deadline keeps being missed (EWMA of misses above ``miss_limit``), encoding in
-turn is pointless: the policy jumps to ``no-wait`` (and climbs on from there if the audio path, now sharing
-the CPU with vision, still falls behind).  The start rung is the first one the warm-up step predicts to fit
-(``auto_start``).  Rungs that change nothing (NFE already the smallest, ω already 1) are left out.  The
-ladder:
-
-=============  ===================================================================================
-``full``       the configured NFE and ω; every frame is encoded (on the worker, before its audio)
-``nfe-N``      the smallest NFE the model supports
-``vision/2``   only every 2nd frame is encoded; the others reuse its token
-``cfg-off``    ω = 1: one transformer branch instead of two (guidance lost)
-``vision/4``   … every 4th frame
-``vision/8``   … every 8th frame
-``no-wait``    every frame is offered to the vision thread, which runs beside the audio path; the
-               audio path never waits and uses the newest token (vision pipelined, ≥ 1 frame old)
-``no-wait/4``  … every 4th frame is offered (less CPU taken from the audio path)
-``no-wait/8``  … every 8th frame (the last rung)
-=============  ===================================================================================
-
-Why this order (measured with the ``tiny`` preset on the quiet 2-core build machine, 2 threads):
-a full step costs vision ≈ 14–26 ms + audio path ≈ 9–12 ms — about T, with no room for jitter;
-the audio path alone (token reused) ≈ 11 ms; dropping CFG saves ≈ 2.5 ms of it.  Vision is what
-to shed.  Encoding on the worker, in turn with the audio path, keeps both on one OpenMP pool of
-both cores; a separate vision thread doubles the pools, and on two cores vision beside the audio
-path (one thread each) slowed the audio path from 11 to 22 ms and vision to 27 ms.  So cadence
-comes first (the encoded frame is still fresh), CFG next, and pipelining last — for vision that
-is slow but not CPU-bound here (a GPU, or the slow-vision test double), where encoding in turn
-would always miss.  NFE is 1 for ``tiny`` already.  Re-measure on another machine with ``livefoley live
---source synthetic --model tiny --threads 2 --sink device --duration 300 --json`` (``policy.
-seconds_at``; vision / audio-path times; glass-to-ear).
+The rungs, the signal that moves between them and why they come in this order (with the
+measurements behind it): ``docs/live-engine.md``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
+from audio.jitter import Action, LevelTarget, RingLedger
 from audio.measure import choose_threads, rss_mib
 from plugin.live.config import EngineConfig, EngineError
 from plugin.live.metrics import Series, pct
@@ -502,16 +503,10 @@ class LiveEngine:
     def _slots(self, session, sinks, device, inbox, live, cushion, hop, limit) -> None:
         cfg = self.config
         last_index: int | None = None
-        trim_next: str | None = None  # "ledger" (a counted surplus) or "level" (measured far too high)
-        trimmed_at = -(10**9)  # levels.n at the last level trim
         underruns_seen = 0
         underflows_seen = 0
-        underrun_samples_seen = 0
-        # The ring-level ledger (samples above the level the stream started with): a skipped slot
-        # lowers it by a hop, an underrun raises it by the silence the device inserted; fill-ins and
-        # trims bring it back.  Measured levels only correct slow drifts (see the module docstring).
-        ledger = 0
-        levels = Series(cfg.drift_window)  # measured ring levels (samples), one per slot
+        ring = RingLedger(LevelTarget(cushion=cushion, hop=hop, blocksize=cfg.blocksize,
+                                      drift_window=cfg.drift_window), fill_in=cfg.fill_in)
         while True:
             session = self._apply_controls(session)
             frame = inbox.get(self._stop_evt)
@@ -538,17 +533,11 @@ class LiveEngine:
                 new_trouble = dev["underruns"] > underruns_seen or flagged > underflows_seen
                 if new_trouble and self.counts["chunks"] >= CONTRACT.fps:
                     late = True  # after start-up
-                underflows_seen = flagged
-                # a deficit beyond two frames is forgiven: after a long stall, re-creating the lost
-                # audio chunk by chunk would only add work when the worker is already behind
-                ledger = max(ledger + dev["underrun_samples"] - underrun_samples_seen - gap * hop, -2 * hop)
-                underruns_seen, underrun_samples_seen = dev["underruns"], dev["underrun_samples"]
-            if trim_next:
-                if trim_next == "ledger":
-                    ledger -= hop
-                trim_next = None
-                self.counts["trimmed"] += 1
-                continue
+                underflows_seen, underruns_seen = flagged, dev["underruns"]
+                ring.account(underrun_samples=dev["underrun_samples"], skipped=gap)
+                if ring.trim_now():
+                    self.counts["trimmed"] += 1
+                    continue
             policy = self._policy
             if self._token is None:  # a stream's first token is always encoded
                 self._encode_here(session, frame)
@@ -574,29 +563,12 @@ class LiveEngine:
             ahead = self._write(sinks, device, chunk, compute_ms)
             busy_ms = compute_ms  # the slot's time, the wait for vision included
             # ring level control (device only)
-            if device is not None and device.started and ahead is not None:
-                levels.add(ahead)
-                if levels.n % levels.data.size == 0:  # slow drifts: the median level of the last window
-                    excess = float(np.median(levels.data)) - (cushion + cfg.blocksize / 2)
-                    if abs(excess) > hop:
-                        ledger += int(math.copysign(hop, excess))
-                if cfg.fill_in and ledger <= -hop // 2 and ahead < cushion + hop:
-                    chunk2, a2 = self._audio_step(session)
-                    self._write(sinks, device, chunk2, None)
-                    busy_ms += a2
-                    ledger += hop
-                    self.counts["fill_ins"] += 1
-                elif ledger >= (3 * hop) // 4:
-                    # An underrun raised the level only if the writes kept their pace; when it came
-                    # from slower writes (a heavier step), the ring is not high at all: no trim then.
-                    if levels.n >= 8 and float(np.min(levels.values(8))) > cushion + hop // 2:
-                        trim_next = "ledger"
-                    else:
-                        ledger = 0
-                elif levels.n - trimmed_at >= 8 and float(np.min(levels.values(8))) > cushion + 2 * hop:
-                    # far too full for 8 slots on end (start-up, a burst of frames): down a hop now,
-                    # rather than a hop per drift window
-                    trim_next, trimmed_at = "level", levels.n
+            if (device is not None and device.started and ahead is not None
+                    and ring.after_write(ahead) is Action.FILL_IN):
+                chunk2, a2 = self._audio_step(session)
+                self._write(sinks, device, chunk2, None)
+                busy_ms += a2
+                self.counts["fill_ins"] += 1
             if device is not None and self._underruns_startup is None and slot >= CONTRACT.fps:
                 self._underruns_startup = device.stats()["underruns"]
             if late:

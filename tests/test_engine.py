@@ -276,6 +276,24 @@ def test_policy_limits_and_disabled():
         PolicyConfig(low=0.9, high=0.8)
 
 
+def test_policy_takes_a_new_ladder_and_a_start_rung_through_its_methods():
+    short = build_ladder(nfe=1, guidance=1.0, valid_nfe=(1,))  # no nfe-N, no cfg-off
+    pol = DegradationPolicy(config=PolicyConfig(startup_slots=0), rungs=short)
+    pol.start_at(99)
+    assert pol.level == pol.top == len(short) - 1 and pol.changes == 0
+    for _ in range(3):
+        pol.observe(0.5 * CONTRACT.frame_ms)
+    longer = build_ladder(nfe=4, guidance=3.0, valid_nfe=(1, 2, 4))  # the user raised NFE and ω
+    pol.set_rungs(longer)
+    assert pol.top == len(longer) - 1 and len(pol.slots_at) == len(longer)  # the new rungs are reachable
+    assert pol.rung is longer[pol.level]
+    capped = DegradationPolicy(config=PolicyConfig(max_rung=2), rungs=short)
+    capped.set_rungs(longer)
+    assert capped.top == 2
+    with pytest.raises(ValueError, match="at least one rung"):
+        capped.set_rungs([])
+
+
 # --------------------------------------------------------------------------------------------------
 # Real runs into PulseAudio
 # --------------------------------------------------------------------------------------------------

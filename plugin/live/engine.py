@@ -20,9 +20,9 @@ import numpy as np
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
 from audio.jitter import Action, LevelTarget, RingLedger
-from audio.measure import choose_threads, rss_mib
+from audio.measure import choose_threads, percentiles, rss_mib
 from plugin.live.config import EngineConfig, EngineError
-from plugin.live.metrics import Series, pct
+from plugin.live.metrics import Series
 from plugin.live.policy import DegradationPolicy, Rung, build_ladder
 from plugin.live.vision import Inbox, VisionThread, set_thread_torch_threads
 
@@ -390,7 +390,7 @@ class LiveEngine:
             expected = self._predict(policy.rungs[level])
             if expected is not None and expected < c.high * CONTRACT.frame_ms:
                 break
-        policy.level = level
+        policy.start_at(level)
         if level:
             log.info("warm-up step: vision %.1f ms, audio path %.1f ms: starting on rung %s",
                      *measured, policy.rung.name)
@@ -669,10 +669,8 @@ class LiveEngine:
             self._guidance = guidance if guidance is not None else self._guidance
             self._base_nfe = nfe if nfe is not None else self._base_nfe
             self._base_guidance = guidance if guidance is not None else self._base_guidance
-            self._policy.rungs = build_ladder(nfe=self._base_nfe, guidance=self._base_guidance,
-                                              valid_nfe=tuple(gen.valid_nfe))
-            self._policy.top = min(self._policy.top, len(self._policy.rungs) - 1)
-            self._policy.level = min(self._policy.level, self._policy.top)
+            self._policy.set_rungs(build_ladder(nfe=self._base_nfe, guidance=self._base_guidance,
+                                                valid_nfe=tuple(gen.valid_nfe)))
             self._apply_rung(session)
             return session
         # a new model (its loader has finished: see _apply_controls)
@@ -794,7 +792,8 @@ class LiveEngine:
         xr = dev.stats()["underruns"] if dev is not None else 0
         elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
         def fmt(v: np.ndarray) -> str:
-            return f"{pct(v, 50):.0f}/{pct(v, 95):.0f}" if v.size else "-/-"
+            p = percentiles(v)
+            return f"{p['p50']:.0f}/{p['p95']:.0f}" if p else "-/-"
 
         rung = policy.rung.name if policy else "-"
         return (f"live {elapsed:6.1f}s | {fps:4.1f} fps | g2e {fmt(g)} ms | step {fmt(c)} ms | {rung} "

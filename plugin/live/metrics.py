@@ -40,7 +40,3 @@ class Series:
         p50, p95 = np.percentile(v, [50, 95])
         return {"n": self.n, "p50": round(float(p50), 2), "p95": round(float(p95), 2),
                 "max": round(float(self.max), 2), "mean": round(self.sum / self.n, 2)}
-
-
-def pct(values: np.ndarray, q: float) -> float | None:
-    return float(np.percentile(values, q)) if values.size else None

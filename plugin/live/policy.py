@@ -48,12 +48,11 @@ class DegradationPolicy:
     the worker calls :meth:`observe` once per slot with that slot's compute time."""
 
     def __init__(self, *, config: PolicyConfig, rungs: list[Rung]) -> None:
-        if not rungs:
-            raise ValueError("a ladder needs at least one rung")
         self.config = config
-        self.rungs = rungs
-        top = len(rungs) - 1
-        self.top = top if config.max_rung is None else min(top, config.max_rung)
+        self.rungs: list[Rung] = []
+        self.slots_at: list[int] = []
+        self.level = 0
+        self.set_rungs(rungs)
         self.level = min(config.start_rung, self.top)
         self.ewma: float | None = None
         self.hold = config.hold_slots
@@ -63,11 +62,24 @@ class DegradationPolicy:
         self._below = 0
         self._entered_at_slot = 0
         self._entered_down = False
-        self.slots_at = [0] * len(rungs)
 
     @property
     def rung(self) -> Rung:
         return self.rungs[self.level]
+
+    def set_rungs(self, rungs: list[Rung]) -> None:
+        """A new ladder (the base NFE or ω changed): the top and the level stay within it."""
+        if not rungs:
+            raise ValueError("a ladder needs at least one rung")
+        self.rungs = rungs
+        top = len(rungs) - 1
+        self.top = top if self.config.max_rung is None else min(top, self.config.max_rung)
+        self.level = min(self.level, self.top)
+        self.slots_at += [0] * (len(rungs) - len(self.slots_at))
+
+    def start_at(self, level: int) -> None:
+        """Start on ``level`` (before the first slot, chosen from a warm-up measurement: not a change)."""
+        self.level = min(max(level, 0), self.top)
 
     def observe(self, compute_ms: float, *, late: bool = False, predict=None) -> Rung | None:
         """Feed one slot; returns the new rung when the level changed, else None.

@@ -52,3 +52,25 @@ def test_eval_runs_on_a_mirrored_world(tmp_path):
     report = json.loads(out.read_text())
     assert report["look"] == "mirror" and report["rows"][0]["name"] == "ground truth"
     assert report["rows"][0]["f1"] is None or report["rows"][0]["f1"] > 0.5  # the truth matches itself
+
+
+def test_synth_draws_clips_in_turn_in_the_looks_asked_for(tmp_path):
+    import av
+
+    from capture.synthetic.clips import derive_seed, load_events
+
+    out = tmp_path / "clips"
+    assert main(["synth", "--out", str(out), "--minutes", str(4 / 60), "--clip-seconds", "2",
+                 "--size", "320x180", "--seed", "5", "--looks", "invert", "small"]) == 0
+    for i, look in enumerate(["invert", "small"]):
+        video = out / f"synth_s5_{i:04d}.mp4"
+        assert load_events(video)["look"] == look
+        world = World(derive_seed(5, i), width=320, height=180)
+        truth = [world.step()[0] for _ in range(30)]
+        with av.open(str(video)) as container:
+            frame = next(f.to_ndarray(format="rgb24") for k, f in enumerate(container.decode(video=0)) if k == 20)
+        drawn = np.abs(frame.astype(np.int16) - apply_look(truth[20], look)).mean()
+        plain = np.abs(frame.astype(np.int16) - truth[20]).mean()
+        assert drawn < 8 < plain, (look, drawn, plain)  # the look's picture, not the world's
+    with pytest.raises(SystemExit):  # mirror is training's business (the sound must swap too)
+        main(["synth", "--out", str(out), "--looks", "mirror"])

@@ -86,6 +86,7 @@ def write_clip(
     meta: dict | None = None,
     progress: Callable[[int], None] | None = None,
     audio_out: str | os.PathLike | None = None,
+    look: str = "world",
 ) -> dict:
     """Play ``World(seed)`` for ``n_frames`` frames into ``video`` (+ its events JSON); returns
     the JSON record.  ``meta`` adds keys to the record; ``progress(n)`` is called per frame.
@@ -95,8 +96,16 @@ def write_clip(
     array; the two passes are checked to agree (the game never depends on drawing).
 
     ``audio_out``: also write the world's exact sound (before the lossy AAC of the video) there as
-    24-bit FLAC — codec training wants it: AAC removes the top octave and adds its own artefacts."""
+    24-bit FLAC — codec training wants it: AAC removes the top octave and adds its own artefacts.
+
+    ``look``: draw the frames in one of :data:`capture.synthetic.looks.LOOKS` (the sound and the
+    events are the world's; ``mirror`` is not offered here — training mirrors, sound included)."""
     from audio.media import write_video
+    from capture.synthetic.looks import LOOKS, apply_look
+
+    if look not in LOOKS or look == "mirror":
+        raise ValueError(f"unknown look {look!r} for a clip; valid: "
+                         f"{', '.join(k for k in LOOKS if k != 'mirror')}")
 
     if n_frames <= 0:
         raise ValueError(f"n_frames must be positive, got {n_frames}")
@@ -120,7 +129,7 @@ def write_clip(
             frame, _, _ = drawn.step()
             if progress is not None:
                 progress(1)
-            yield frame
+            yield apply_look(frame, look)
 
     write_video(video, frames(), fps=CONTRACT.fps, audio=audio, sample_rate=CONTRACT.sample_rate)
     if drawn.events != world.events:  # pragma: no cover - guards the render/no-render invariant
@@ -133,6 +142,7 @@ def write_clip(
         **(meta or {}),
         "clip_seed": int(seed),
         "source": f"synthetic:{int(seed)}",
+        "look": look,
         "fps": CONTRACT.fps,
         "sample_rate": CONTRACT.sample_rate,
         "channels": CONTRACT.channels,

@@ -12,6 +12,8 @@ from pathlib import Path
 from audio.errors import LivefoleyError, UsageError
 from plugin.options import folder_dest, json_dest, write_json
 
+CLIP_LOOKS = ("world", "invert", "hue", "gray", "small")  # capture/synthetic/looks.py, less mirror
+
 MAX_MINUTES = 7 * 24 * 60  # a week of world; more is a typo (and more disk than a machine has)
 
 HELP = "write synthetic arcade clips (H.264 + stereo AAC mp4, events JSON beside each)"
@@ -39,6 +41,11 @@ def register(subparsers) -> None:
                    help="also write each clip's exact sound (before AAC) as DIR/NAME.flac: training data for "
                         "`livefoley train vae` (AAC cuts the top octave)")
     p.add_argument("--size", default="640x360", metavar="WxH", help="frame size (default 640x360)")
+    p.add_argument("--looks", nargs="+", default=["world"], choices=CLIP_LOOKS, metavar="LOOK",
+                   help="draw the clips in these looks, in turn (clip i in the (i mod n)-th): "
+                        f"{', '.join(CLIP_LOOKS)}; the sound and events stay the world's — pictures "
+                        "that are not the world's, for training a model that should react to them "
+                        "(default: world)")
     p.add_argument(
         "--json",
         nargs="?",
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 meta={"seed": args.seed, "clip_index": i},
                 progress=bar.update,
                 audio_out=None if args.audio_out is None else args.audio_out / f"{video.stem}.flac",
+                look=args.looks[i % len(args.looks)],
             )
             by_type.update(ev["type"] for ev in record["events"])
             clips.append(
@@ -107,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                     "events": str(video.with_name(video.stem + ".events.json")),
                     "clip_seed": clip_seed,
                     "scene": record["scene"],
+                    "look": record["look"],
                     "n_frames": n,
                     "seconds": n / fps,
                     "n_events": len(record["events"]),

@@ -13,6 +13,11 @@ are skipped, training stages resume from their last checkpoint, `prepare` resume
 3. prepare  — DINOv2 grids + codec latents of every frame (`livefoley prepare`; latents of the
               exact sound, not of the videos' AAC tracks)
 4. stage1   — the generator's diffusion stage (`livefoley train stage1`)
+   stage1-looks — more of the world drawn in other looks (`synth --looks invert hue small`: the
+              same game and sound, other pictures; `gray` and `mirror` pictures are kept for the
+              evaluation — the training mirrors half its windows in the cache, sound included),
+              added to the cache (`prepare` again: only the new clips are read) and stage 1
+              continued on everything
 5. ect      — easy consistency tuning (`livefoley train ect`)
 6. export   — the shipped form: large matrices int8, the rest fp16 (WORK/default)
 7. eval     — `livefoley eval` of that folder on held-out world seeds, with the codec's ceiling
@@ -37,6 +42,9 @@ SYNTH = ["--minutes", "40", "--seed", "7", "--clip-seconds", "30", "--size", "32
 CODEC = ["--preset", "spectral", "--steps", "5000", "--batch-size", "16", "--crop-seconds", "0.5",
          "--lr", "3e-4", "--save-every", "500", "--log-every", "100"]
 CODEC_SETTINGS = {"betas": [0.9, 0.99], "monitor_every": 1000, "monitor_seconds": 10.0}
+SYNTH_LOOKS = ["--minutes", "20", "--seed", "1007", "--clip-seconds", "30", "--size", "320x180",
+               "--looks", "invert", "hue", "small"]
+STAGE1_LOOKS = ["--steps", "8000"]  # stage 1 continued to this step on the world and its looks
 STAGE1 = ["--model-config", "tiny", "--steps", "6000", "--mirror", "0.5", "--batch-size", "8", "--window-seconds", "2",
           "--lr", "5e-4", "--warmup", "200", "--ckpt-every", "250", "--val-every", "500",
           "--sample-every", "100000"]
@@ -95,6 +103,15 @@ def main() -> int:
     stage("stage1", work / ".stage1.done", lambda: livefoley(
         "train", "stage1", "--cache", str(cache), "--out", str(stage1), "--no-progress", *STAGE1,
         *resumable(stage1, "state/state.json")))
+    # the world in other looks, beside the world's own clips (same folder: prepare adds only them)
+    stage("synth-looks", work / ".synth-looks.done", lambda: livefoley(
+        "synth", "--out", str(world), "--audio-out", str(world_audio), *SYNTH_LOOKS))
+    stage("prepare-looks", work / ".prepare-looks.done", lambda: livefoley(
+        "prepare", "--data", str(world), "--audio", str(world_audio), "--out", str(cache), "--vae", str(codec),
+        "--model-config", "tiny"))
+    stage("stage1-looks", work / ".stage1-looks.done", lambda: livefoley(
+        "train", "stage1", "--cache", str(cache), "--out", str(stage1), "--no-progress", "--resume",
+        *STAGE1_LOOKS))
     stage("ect", work / ".ect.done", lambda: livefoley(
         "train", "ect", "--init", str(stage1), "--cache", str(cache), "--out", str(ect), "--no-progress", *ECT,
         *resumable(ect, "state/state.json")))
@@ -115,7 +132,7 @@ def main() -> int:
                 "--json", str(work / f"eval_look_{look}.json")))
     if args.install:
         record["settings"] = {"synth": SYNTH, "codec": CODEC + [json.dumps(CODEC_SETTINGS)], "stage1": STAGE1,
-                              "ect": ECT}
+                              "synth_looks": SYNTH_LOOKS, "stage1_looks": STAGE1_LOOKS, "ect": ECT}
         export_default(ect, work, record)
     print(json.dumps(record, indent=2))
     return 0

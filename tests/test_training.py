@@ -218,3 +218,30 @@ def test_mirrored_windows_flip_the_grid_and_swap_the_sound(data, cache, tmp_path
     for e in old_fc.entries():
         torch.testing.assert_close(load_file(str(old_fc.shard_path(e)))["latents_mirror"],
                                    load_file(str(fc.shard_path(e)))["latents_mirror"], atol=1e-5, rtol=1e-4)
+
+
+def test_training_threads_come_from_the_idle_cores_unless_decided(monkeypatch, cache, tmp_path):
+    """A training run gives itself one thread per core that is idle when it starts (a thread on a busy
+    core made every step wait: 3.2 → 0.25 steps/s); --threads decides; torchrun's or the user's
+    OMP_NUM_THREADS is left alone."""
+    import torch
+
+    from plugin.commands.train import _set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "stage1", "--cache", str(cache), "--out", str(tmp_path / "s"), "--steps", "1",
+                     "--threads", "1", *TRAIN_FLAGS]) == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        _set_threads(None)  # the suite sets OMP_NUM_THREADS: that decision stands
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        _set_threads(None)  # a torchrun rank: torchrun decided
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("WORLD_SIZE")
+        _set_threads(None)
+        assert 1 <= torch.get_num_threads() <= os.cpu_count()  # one per idle core, whatever is idle now
+    finally:
+        torch.set_num_threads(before)

@@ -37,7 +37,7 @@ class _Control:
 
 
 class LiveEngine:
-    """Real-time generation: see the module docstring.
+    """Real-time generation: the design is in ``docs/live-engine.md``.
 
     ``generator``: an already loaded generator (else ``config.model`` is loaded on start);
     ``source``: an unopened :class:`~capture.base.FrameSource` instead of ``config.source``
@@ -485,7 +485,7 @@ class LiveEngine:
         live = capture.source.live
         cushion = cfg.cushion_samples
         if device is not None:
-            # silence ahead of the first chunk: the cushion (see the module docstring)
+            # silence ahead of the first chunk: the cushion (docs/live-engine.md)
             device.write(np.zeros((CONTRACT.channels, max(cushion, 1)), np.float32))
         limit = None if cfg.duration_s is None else max(1, round(cfg.duration_s * CONTRACT.fps))
         inbox = Inbox(live=live)

@@ -24,7 +24,7 @@ class Rung:
 
 
 def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> list[Rung]:
-    """The rungs for a model configured with ``nfe`` / ``guidance`` ω (see above);
+    """The rungs for a model configured with ``nfe`` / ``guidance`` ω (docs/live-engine.md: the ladder);
     rungs that would change nothing are left out."""
     rungs = [Rung("full", True)]
     low_nfe: int | None = None
@@ -44,7 +44,7 @@ def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> li
 
 
 class DegradationPolicy:
-    """The ladder with hysteresis (see above).  Pure logic, no clock of its own:
+    """The ladder with hysteresis (docs/live-engine.md).  Pure logic, no clock of its own:
     the worker calls :meth:`observe` once per slot with that slot's compute time."""
 
     def __init__(self, *, config: PolicyConfig, rungs: list[Rung]) -> None:

@@ -39,12 +39,17 @@ def rss_mib() -> float:
         return peak_rss_mib()
 
 
+def usable_cores() -> list[int]:
+    """The CPUs this process may run on (its affinity mask; without one, all of them)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def idle_cores(sample_s: float = 0.2) -> int:
     """How many of the CPUs this process may use are mostly idle (≥ 60 % over ``sample_s``), from
     two readings of /proc/stat; without /proc, all of them."""
     import time
 
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    allowed = usable_cores()
 
     def read() -> dict[int, tuple[int, int]]:
         out = {}

@@ -98,14 +98,13 @@ def write_clip(
     ``audio_out``: also write the world's exact sound (before the lossy AAC of the video) there as
     24-bit FLAC — codec training wants it: AAC removes the top octave and adds its own artefacts.
 
-    ``look``: draw the frames in one of :data:`capture.synthetic.looks.LOOKS` (the sound and the
-    events are the world's; ``mirror`` is not offered here — training mirrors, sound included)."""
+    ``look``: draw the frames in one of :data:`capture.synthetic.looks.CLIP_LOOKS` (the sound and
+    the events are the world's)."""
     from audio.media import write_video
-    from capture.synthetic.looks import LOOKS, apply_look
+    from capture.synthetic.looks import CLIP_LOOKS, apply_look
 
-    if look not in LOOKS or look == "mirror":
-        raise ValueError(f"unknown look {look!r} for a clip; valid: "
-                         f"{', '.join(k for k in LOOKS if k != 'mirror')}")
+    if look not in CLIP_LOOKS:
+        raise ValueError(f"unknown look {look!r} for a clip; valid: {', '.join(CLIP_LOOKS)}")
 
     if n_frames <= 0:
         raise ValueError(f"n_frames must be positive, got {n_frames}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["LOOKS", "apply_look", "mirror_truth"]
+__all__ = ["CLIP_LOOKS", "LOOKS", "apply_look", "mirror_truth"]
 
 LOOKS = {
     "world": "the world as it is drawn (the training look)",
@@ -23,6 +23,9 @@ LOOKS = {
     "gray": "no colour at all",
     "small": "the picture at 55 % of its size, on a flat grey border",
 }
+CLIP_LOOKS = tuple(k for k in LOOKS if k != "mirror")
+"""The looks a clip can be drawn in (``synth --looks``): ``mirror`` is training's business — it
+mirrors the sound with the picture, which a clip of the world's own sound cannot."""
 
 
 def apply_look(frame: np.ndarray, look: str) -> np.ndarray:

@@ -80,7 +80,7 @@ def register(subparsers) -> None:
     gen.add_argument("--cfg", type=guidance, metavar="W",
                      help="classifier-free guidance ω (default: the model's)")
     gen.add_argument("--look", default="world", choices=sorted(LOOKS),
-                     help="draw the world differently (the model trained on 'world' only): "
+                     help="draw the world differently (pictures a model may not have trained on): "
                           + "; ".join(f"{k}: {v}" for k, v in LOOKS.items()).replace("%", "%%"))
     gen.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
     add_dinov2_weights(gen)

@@ -10,9 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from audio.errors import LivefoleyError, UsageError
+from capture.synthetic.looks import CLIP_LOOKS
 from plugin.options import folder_dest, json_dest, write_json
-
-CLIP_LOOKS = ("world", "invert", "hue", "gray", "small")  # capture/synthetic/looks.py, less mirror
 
 MAX_MINUTES = 7 * 24 * 60  # a week of world; more is a typo (and more disk than a machine has)
 

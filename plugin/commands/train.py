@@ -30,11 +30,11 @@ def _set_threads(requested: int | None) -> None:
 
     import torch
 
-    from audio.measure import choose_threads
+    from audio.measure import choose_threads, usable_cores
 
     if requested is None and ("OMP_NUM_THREADS" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(usable_cores())
     n = choose_threads(requested, most=cores)
     torch.set_num_threads(n)
     logging.getLogger(__name__).info("training on %d CPU thread(s)%s", n,

@@ -74,6 +74,7 @@ class ObsRequestError(ObsError):
 
 
 NOT_FOUND = 600
+REQUEST_FAILED = 702  # OBS took the request but could not do it now (e.g. "Failed to render screenshot")
 
 
 @dataclass(frozen=True)
@@ -259,5 +260,5 @@ def _is_listening(target: ObsTarget, timeout: float) -> bool:
         return False
 
 
-__all__ = ["NOT_FOUND", "PASSWORD_ENV", "ObsAuthError", "ObsClient", "ObsConnectionError", "ObsError",
+__all__ = ["NOT_FOUND", "PASSWORD_ENV", "REQUEST_FAILED", "ObsAuthError", "ObsClient", "ObsConnectionError", "ObsError",
            "ObsRequestError", "ObsTarget", "ObsTimeoutError"]

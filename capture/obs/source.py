@@ -39,7 +39,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from capture.base import CaptureError, Frame, FrameSource
-from capture.obs.client import ObsClient, ObsConnectionError, ObsRequestError, ObsTarget
+from capture.obs.client import NOT_FOUND, REQUEST_FAILED, ObsClient, ObsConnectionError, ObsRequestError, ObsTarget
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,13 @@ class ObsSource(FrameSource):
             try:
                 image = self._grab()
             except ObsRequestError as err:
-                if err.code == 600:  # the source vanished while running
+                if err.code == NOT_FOUND:  # the source vanished while running
                     raise self._missing(err) from None
-                raise CaptureError(f"{self.name}: {err}") from None
+                if err.code != REQUEST_FAILED:
+                    raise CaptureError(f"{self.name}: {err}") from None
+                # OBS could not render this screenshot (seen on a busy machine, and while a media
+                # source seeks): a gap like a lost connection — bounded by max_gap_s
+                self._on_failure(err)
             except ObsConnectionError as err:
                 self._on_failure(err)
         if image is None:

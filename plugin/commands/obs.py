@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+from pathlib import Path
 
 from audio.errors import UsageError
+from plugin.options import guidance
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,28 @@ and are shared with the OBS script (Tools → Scripts → + → plugin/obs/livef
 
   livefoley obs sources                    scenes, the sources in them, and every input
   livefoley obs setup --source "Game"      capture livefoley's sound in OBS + delay the picture
-  livefoley obs live --source "Game"       generate sound for an OBS source, live"""
+  livefoley obs live --source "Game"       generate sound for an OBS source, live
+  livefoley obs calibrate                  measure the A/V offset in OBS's recording, cancel it"""
+
+CALIBRATE_DESCRIPTION = """\
+Measure where livefoley's sound lands against the picture in what OBS records — the stream a
+viewer gets — and cancel the offset:
+  1. a temporary Media Source 'livefoley calibration' plays a clip of the synthetic world (its
+     events known frame by frame), muted, over the current scene;
+  2. the live engine runs on it with the model (default: the saved one) and plays to the sound
+     output OBS captures (the audio input 'livefoley audio' of `obs setup`, created if missing);
+  3. OBS records --seconds (its own recording output: OBS's picture, OBS's mix); each event's
+     time on screen is found by matching the recorded pictures to the clip, each sound onset is
+     paired with its event: the offset is their median difference (positive = sound late);
+  4. the Render Delay 'livefoley delay' on the scene (put there at the last measured latency, or
+     150 ms, if missing) becomes its current value plus that offset (0–500 ms);
+  5. a second recording measures the offset after (--no-verify skips it).
+The temporary source and the recordings are removed at the end (Ctrl-C too) unless
+--keep-recordings DIR. Stop any recording first; the scene shows the test picture meanwhile, so do
+not run it live on stream. Takes about 2 × --seconds + 20 s.
+
+  livefoley obs calibrate
+  livefoley obs calibrate --seconds 120 --json --keep-recordings calib/"""
 
 SETUP_DESCRIPTION = """\
 Idempotently (a second run reports "unchanged"):
@@ -71,6 +96,22 @@ def register(subparsers) -> None:
                     help="source or scene that gets the Render Delay (default: the scene showing --source)")
     st.add_argument("--json", action="store_true", help="print what was done as JSON")
     st.set_defaults(func=run_setup)
+
+    c = sub.add_parser("calibrate", help="measure the A/V offset in OBS's own recording and set the delay that "
+                                         "cancels it", description=CALIBRATE_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_target(c)
+    c.add_argument("--seconds", type=_seconds, default=30.0, metavar="S",
+                   help="length of each recording (default 30; 10–600)")
+    c.add_argument("--sink", metavar="SINK", help="PulseAudio sink OBS captures (default: saved / livefoley)")
+    c.add_argument("--model", metavar="M", help="model the engine runs (default: saved / default)")
+    c.add_argument("--nfe", type=int, metavar="N", help="head evaluations per frame (default: saved / the model's)")
+    c.add_argument("--cfg", type=guidance, metavar="W", help="guidance ω (default: saved / the model's)")
+    c.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: one per idle core)")
+    c.add_argument("--no-verify", action="store_true", help="do not record again to measure the offset after")
+    c.add_argument("--keep-recordings", type=Path, metavar="DIR", help="move OBS's recordings into DIR")
+    c.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    c.set_defaults(func=run_calibrate)
 
     # `obs live` takes every option of `livefoley live` (same parser), --source meaning an OBS source.
     from plugin.commands import live
@@ -165,9 +206,93 @@ def run_live(args: argparse.Namespace) -> int:
     return live.run(ns, source_options={"target": target}, finish=finish)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 10 <= value <= 600:
+        raise argparse.ArgumentTypeError(f"give 10 to 600 seconds, got {text}")
+    return value
+
+
+class _Terminated(Exception):
+    """SIGTERM during calibration (cleaned up like Ctrl-C; exit 143)."""
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from capture.obs.client import ObsClient
+    from model.config import vision_input_size
+    from plugin.live import EngineConfig, LiveEngine
+    from plugin.obs.calibrate import calibrate
+    from plugin.obs.settings import load_settings, update_settings
+    from plugin.obs.setup import SetupReport, ensure_audio, resolve_delay
+    from plugin.obs.target import resolve_target
+
+    saved = load_settings()
+    sink = args.sink or saved.sink
+    model = args.model or saved.model
+    target = resolve_target(args.host, args.port)
+    if args.keep_recordings is not None and args.keep_recordings.exists() and not args.keep_recordings.is_dir():
+        raise UsageError(f"--keep-recordings {args.keep_recordings}: not a folder")
+    if sys.platform.startswith("linux"):
+        os.environ["PULSE_SINK"] = sink  # the engine plays where OBS's audio input listens
+
+    def start_engine(name: str) -> LiveEngine:
+        engine = LiveEngine(config=EngineConfig(
+            source=f"obs:{name}", source_options={"target": target, "input_size": vision_input_size(model)},
+            sinks=(saved.output,), model=model, threads=args.threads, nfe=args.nfe if args.nfe else saved.nfe,
+            guidance=args.cfg if args.cfg is not None else saved.cfg, volume=saved.volume))
+        engine.start()
+        return engine
+
+    def on_term(signum, frame) -> None:
+        raise _Terminated
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with ObsClient(target=target).connect() as client:
+            setup = SetupReport()
+            if sys.platform.startswith("linux"):
+                ensure_audio(client, setup, scene=client.current_scene(), sink=sink)
+            report = calibrate(client, start_engine=start_engine, seconds=args.seconds, verify=not args.no_verify,
+                               keep_dir=args.keep_recordings,
+                               initial_delay_ms=resolve_delay(None, saved.latency_ms)[0],
+                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except _Terminated:
+        print("livefoley: terminated", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    final = report.after or report.before
+    delay = report.delay_ms[1]
+    update_settings(host=target.host, port=target.port, sink=sink, latency_ms=float(delay),
+                    latency_source=CALIBRATED)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return 0
+    b = report.before
+    print(f"before: sound {b.offset_ms:+.0f} ms against the picture (p95 jitter {b.jitter_p95_ms:.0f} ms, "
+          f"{b.matched}/{b.events} events) with Render Delay {report.delay_ms[0]} ms")
+    print(f"set:    Render Delay on '{report.scene}' {report.delay_ms[0]} → {delay} ms")
+    if report.after is not None:
+        a = report.after
+        print(f"after:  sound {a.offset_ms:+.0f} ms against the picture (p95 jitter {a.jitter_p95_ms:.0f} ms, "
+              f"{a.matched}/{a.events} events)")
+    if abs(final.offset_ms) > 45:
+        print("the offset is still beyond ±45 ms (where viewers notice sound early); run calibrate again, "
+              "or look at the engine's latency (`livefoley obs live --status`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+CALIBRATED = "livefoley obs calibrate (offset in OBS's recording)"
+
+
 def _finish_live(stats: dict) -> None:
-    """Add the OBS source's counters to the run's statistics and save the measured latency."""
-    from plugin.obs.settings import update_settings
+    """Add the OBS source's counters to the run's statistics and save the measured latency (unless
+    `obs calibrate` measured it in OBS's recording)."""
+    from plugin.obs.settings import load_settings, update_settings
 
     stats["obs"] = (stats.get("capture") or {}).get("source_stats")
     if stats["obs"] is not None:
@@ -177,6 +302,8 @@ def _finish_live(stats: dict) -> None:
               f"{shot.get('p50', '-')} ms p50), {o['gaps']} gap(s) totalling {o['gap_s']:.1f} s, "
               f"{o['repeated']} repeated frames", file=sys.stderr)
     g2e = (stats.get("glass_to_ear_ms") or {}).get("p50")
+    if load_settings().latency_source == CALIBRATED:  # measured in OBS's recording: better than our own ledger
+        return
     if g2e is not None and stats.get("device_latency_ms") is not None and stats.get("chunks", 0) >= 30:
         update_settings(latency_ms=float(g2e), latency_source="livefoley obs live (glass-to-ear p50)")
         print(f"  saved the measured latency {g2e:.0f} ms for `livefoley obs setup`", file=sys.stderr)

@@ -139,7 +139,7 @@ def setup_obs(client: ObsClient, *, source: str, sink: str = "livefoley", delay_
     scene = scene or client.current_scene()
     # -- audio ----------------------------------------------------------------------------------------
     if platform.startswith("linux"):
-        _ensure_audio(client, report, scene=scene, sink=sink)
+        ensure_audio(client, report, scene=scene, sink=sink)
     else:
         report.manual_steps = manual_audio_steps(platform, sink)
         report.actions.append((f"audio input '{AUDIO_INPUT}'", "manual"))
@@ -157,7 +157,8 @@ def setup_obs(client: ObsClient, *, source: str, sink: str = "livefoley", delay_
     return report
 
 
-def _ensure_audio(client: ObsClient, report: SetupReport, *, scene: str, sink: str) -> None:
+def ensure_audio(client: ObsClient, report: SetupReport, *, scene: str, sink: str) -> None:
+    """The audio input that hears ``sink``'s monitor in ``scene``: created, updated or unchanged."""
     device = f"{sink}.monitor"
     what = f"audio input '{AUDIO_INPUT}' ({PULSE_KIND} of {device})"
     existing = {i["inputName"]: i for i in client.inputs()}
@@ -213,5 +214,6 @@ def _ensure_filter(client: ObsClient, report: SetupReport, *, target: str, delay
     report.actions.append((what, outcome))
 
 
-__all__ = ["AUDIO_INPUT", "DELAY_FILTER", "ObsSetupError", "SetupReport", "list_sources", "manual_audio_steps",
+__all__ = ["AUDIO_INPUT", "DELAY_FILTER", "ObsSetupError", "SetupReport", "ensure_audio", "list_sources",
+           "manual_audio_steps",
            "resolve_delay", "setup_obs"]

@@ -61,6 +61,13 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def _eval_args(evaluation: dict) -> str:
+    """The --nfe / --vae-ceiling part of the eval command that made ``evaluation``."""
+    nfes = [str(r["nfe"]) for r in evaluation.get("rows", []) if r.get("kind") == "generated" and "nfe" in r]
+    ceiling = any(r.get("name") == "vae ceiling" for r in evaluation.get("rows", []))
+    return "--nfe " + " ".join(nfes) + (" --vae-ceiling" if ceiling else "")
+
+
 def export_default(run: str | Path, work: str | Path, record: dict, dst: str | Path = DEFAULT_MODEL_DIR) -> Path:
     """The recipe's last step (``scripts/train_default.py --install``): ``run`` (the ECT folder)
     → ``dst`` with a model card built from ``record`` and ``work/eval.json`` when present."""
@@ -69,7 +76,8 @@ def export_default(run: str | Path, work: str | Path, record: dict, dst: str | P
     total_s = sum(s.get("seconds", 0.0) for s in stages.values())
     evaluation = json.loads((work / "eval.json").read_text()) if (work / "eval.json").exists() else None
     notes = {"recipe": "scripts/train_default.py", "stages_seconds": {k: v["seconds"] for k, v in stages.items()},
-             "total_seconds": round(total_s, 1), "data": "synthetic arcade world, 40 min (livefoley synth --seed 7)",
+             "total_seconds": round(total_s, 1), "data": ("synthetic arcade world, 60 min (livefoley synth --seed 7) "
+                      "+ 30 min of it drawn in other looks"),
              "machine": "2 CPU cores (no GPU)"}
     lines = ["# livefoley `default` model", "",
              "The `tiny` architecture (DINOv2-S/14 with seeded weights at 84×140, 4-layer d=256 causal transformer, "
@@ -87,7 +95,7 @@ def export_default(run: str | Path, work: str | Path, record: dict, dst: str | P
     lines += ["Weights: large matrices as int8 with one fp16 scale per row (`audio/checkpoint.py`), the rest "
               "fp16; they load strictly into the fp32 model.", ""]
     if evaluation is not None:
-        lines += ["Evaluation (`livefoley eval --seeds 100-119 --seconds 20 --nfe 1 2 4 --vae-ceiling`, world seeds "
+        lines += [f"Evaluation (`livefoley eval --seeds 100-119 --seconds 20 {_eval_args(evaluation)}`, world seeds "
                   "never used in training):", "",
                   "| row | F1 ±50 ms | median onset offset ms | A/V offset ms | pan | quiet contrast dB | MR-STFT "
                   "| log-mel L1 dB |", "|---|---|---|---|---|---|---|---|"]

@@ -38,14 +38,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SYNTH = ["--minutes", "40", "--seed", "7", "--clip-seconds", "30", "--size", "320x180"]
+SYNTH = ["--minutes", "60", "--seed", "7", "--clip-seconds", "30", "--size", "320x180"]
 CODEC = ["--preset", "spectral", "--steps", "5000", "--batch-size", "16", "--crop-seconds", "0.5",
          "--lr", "3e-4", "--save-every", "500", "--log-every", "100"]
 CODEC_SETTINGS = {"betas": [0.9, 0.99], "monitor_every": 1000, "monitor_seconds": 10.0}
-SYNTH_LOOKS = ["--minutes", "20", "--seed", "1007", "--clip-seconds", "30", "--size", "320x180",
+SYNTH_LOOKS = ["--minutes", "30", "--seed", "1007", "--clip-seconds", "30", "--size", "320x180",
                "--looks", "invert", "hue", "small"]
-STAGE1_LOOKS = ["--steps", "8000"]  # stage 1 continued to this step on the world and its looks
-STAGE1 = ["--model-config", "tiny", "--steps", "6000", "--mirror", "0.5", "--batch-size", "8", "--window-seconds", "2",
+STAGE1_LOOKS = ["--steps", "11000"]  # stage 1 continued to this step on the world and its looks
+STAGE1 = ["--model-config", "tiny", "--steps", "8000", "--mirror", "0.5", "--batch-size", "8", "--window-seconds", "2",
           "--lr", "5e-4", "--warmup", "200", "--ckpt-every", "250", "--val-every", "500",
           "--sample-every", "100000"]
 ECT = ["--steps", "1000", "--batch-size", "8", "--window-seconds", "2", "--lr", "1e-4", "--warmup", "50",

@@ -34,7 +34,7 @@ import numpy as np
 from audio.contract import CONTRACT
 from capture.obs.client import NOT_FOUND, ObsClient, ObsError, ObsRequestError
 from plugin.obs.settings import MAX_DELAY_MS
-from plugin.obs.setup import DELAY_FILTER, DELAY_KIND
+from plugin.obs.setup import DELAY_FILTER, SetupReport, ensure_filter
 
 log = logging.getLogger(__name__)
 
@@ -251,17 +251,7 @@ def _current_delay(client: ObsClient, scene: str) -> int | None:
 
 
 def _set_delay(client: ObsClient, scene: str, delay_ms: int) -> None:
-    try:
-        client.call("GetSourceFilter", {"sourceName": scene, "filterName": DELAY_FILTER})
-    except ObsRequestError as err:
-        if err.code != NOT_FOUND:
-            raise
-        client.call("CreateSourceFilter", {"sourceName": scene, "filterName": DELAY_FILTER, "filterKind": DELAY_KIND,
-                                           "filterSettings": {"delay_ms": delay_ms}})
-        return
-    client.call("SetSourceFilterSettings", {"sourceName": scene, "filterName": DELAY_FILTER,
-                                            "filterSettings": {"delay_ms": delay_ms}})
-    client.call("SetSourceFilterEnabled", {"sourceName": scene, "filterName": DELAY_FILTER, "filterEnabled": True})
+    ensure_filter(client, SetupReport(), target=scene, delay_ms=delay_ms)
 
 
 def _record(client: ObsClient, seconds: float, *, alive: Callable[[], None]) -> Path:

@@ -153,7 +153,7 @@ def setup_obs(client: ObsClient, *, source: str, sink: str = "livefoley", delay_
             raise ObsSetupError(f"--delay-on {target!r}: no such source or scene in OBS")
         value, origin = resolve_delay(delay_ms, measured_ms)
         report.delay_ms, report.delay_from, report.delay_on = value, origin, target
-        _ensure_filter(client, report, target=target, delay_ms=value)
+        ensure_filter(client, report, target=target, delay_ms=value)
     return report
 
 
@@ -189,7 +189,8 @@ def ensure_audio(client: ObsClient, report: SetupReport, *, scene: str, sink: st
     report.actions.append((what, outcome))
 
 
-def _ensure_filter(client: ObsClient, report: SetupReport, *, target: str, delay_ms: int) -> None:
+def ensure_filter(client: ObsClient, report: SetupReport, *, target: str, delay_ms: int) -> None:
+    """The Render Delay filter on ``target`` at ``delay_ms``, enabled: created, updated or unchanged."""
     what = f"Render Delay '{DELAY_FILTER}' on '{target}' ({delay_ms} ms)"
     try:
         current = client.call("GetSourceFilter", {"sourceName": target, "filterName": DELAY_FILTER})
@@ -214,6 +215,7 @@ def _ensure_filter(client: ObsClient, report: SetupReport, *, target: str, delay
     report.actions.append((what, outcome))
 
 
-__all__ = ["AUDIO_INPUT", "DELAY_FILTER", "ObsSetupError", "SetupReport", "ensure_audio", "list_sources",
+__all__ = ["AUDIO_INPUT", "DELAY_FILTER", "ObsSetupError", "SetupReport", "ensure_audio", "ensure_filter",
+           "list_sources",
            "manual_audio_steps",
            "resolve_delay", "setup_obs"]

@@ -277,6 +277,17 @@ class StreamSession:
     def latent(self, v_token: Tensor) -> Tensor:
         """Steps 1–4 of Algorithm 3: vision token → the frame's normalised latent x_i (1, 64)."""
         m = self.gen.model
+        draws = m.head.noise_draws(self.nfe)
+        noise = torch.randn((draws, 1, CONTRACT.latent_dim), generator=self.noise)
+        x = self.latent_from_noise(v_token, noise.to(self.gen.device, m.vision_in.weight.dtype))
+        self.frames += 1
+        return x
+
+    def latent_from_noise(self, v_token: Tensor, noise: Tensor) -> Tensor:
+        """:meth:`latent` with the head's noise given (``(S, 1, 64)``, see ``DiffusionHead.sample``):
+        the graph-capturable part of the step — no host reads, no RNG, no data-dependent branch
+        (``torch.compile(..., fullgraph=True)`` captures it whole with timing off; tested)."""
+        m = self.gen.model
         if self.pending is not None:  # 1. feed x_{i-1}
             self.z_a = m.transformer.step(m.audio_in(self.pending).view(1, 1, -1))[:, 0]
         guided = self.guidance != 1.0
@@ -284,12 +295,9 @@ class StreamSession:
         z = m.transformer.step(m.embed_vision(v_token.view(1, -1).to(dtype), guided=guided))  # 3. (1, G, d)
         z_v = z[:, 1] + self.guidance * (z[:, 0] - z[:, 1]) if guided else z[:, 0]
         self.clock.lap("transformer")
-        draws = m.head.noise_draws(self.nfe)
-        noise = torch.randn((draws, 1, CONTRACT.latent_dim), generator=self.noise).to(self.gen.device, dtype)
         x = m.head.sample(torch.cat((self.z_a, z_v), dim=-1), nfe=self.nfe, noise=noise)  # 4. (1, 64)
         self.pending = x
         self.clock.lap("head")
-        self.frames += 1
         return x
 
     @torch.inference_mode()

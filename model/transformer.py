@@ -116,6 +116,10 @@ class KVCache:
     no query ever sees a distance beyond the cache length.  ``G`` branch copies let CFG's null
     branch attend to its own key in the slot being written without copying the cache; after each
     step every branch holds the committed key.  Memory is fixed at construction.
+
+    The stream position lives on the device (``pos``, a 0-d long tensor) and every slot index is
+    computed from it there, so a step reads nothing back to the host and has no data-dependent
+    Python branch: ``torch.compile(transformer.step, fullgraph=True)`` captures it whole (tested).
     """
 
     def __init__(self, config: TransformerConfig, *, batch_size: int, branches: int = 2, device, dtype) -> None:
@@ -130,20 +134,30 @@ class KVCache:
         self.inv_freq = 1.0 / (
             c.effective_rope_base ** (torch.arange(0, c.head_dim, 2, dtype=torch.float64, device=device) / c.head_dim)
         )
-        self.n_seen = 0  # tokens committed so far (host-side counter)
+        self.pos = torch.zeros((), dtype=torch.long, device=device)  # tokens committed so far
+        self.sink_offsets = torch.arange(c.sink, device=device)
+
+    @property
+    def n_seen(self) -> int:
+        """Tokens committed so far (reads the device counter: for inspection, not for the step)."""
+        return int(self.pos)
+
+    @n_seen.setter
+    def n_seen(self, value: int) -> None:
+        self.pos.fill_(value)
 
     def reset(self) -> None:
         self.k.zero_()
         self.v.zero_()
         self.sink_k.zero_()
         self.valid.zero_()
-        self.n_seen = 0
+        self.pos.zero_()
 
-    def next_slot(self) -> int:
-        """The slot the next token is written to (its position is ``n_seen``)."""
+    def next_slot(self) -> Tensor:
+        """The slot the next token is written to (its position is ``pos``), a 1-element tensor."""
         c = self.config
-        n = self.n_seen
-        return n if n < c.sink else c.sink + (n - c.sink) % c.window
+        n = self.pos.view(1)
+        return torch.where(n < c.sink, n, c.sink + (n - c.sink).remainder(c.window))
 
     def rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """cos/sin ``(len(positions), Dh/2)`` for absolute positions, exact at any stream length."""
@@ -151,14 +165,14 @@ class KVCache:
         return ang.cos().to(self.k.dtype), ang.sin().to(self.k.dtype)
 
     def rotate_sinks(self) -> None:
-        """After the ring wrapped, move the sink keys to distance ``cache_len - j`` from the query."""
+        """After the ring wrapped, move the sink keys to distance ``cache_len - j`` from the query
+        (before that the stored keys are already at their true positions and stay as they are)."""
         c = self.config
-        n = self.n_seen
-        if c.sink == 0 or n <= c.cache_len:
+        if c.sink == 0:
             return
-        pos = torch.arange(n - c.cache_len, n - c.cache_len + c.sink, device=self.k.device)
-        cos, sin = self.rope(pos)
-        self.k[..., : c.sink, :].copy_(apply_rope(self.sink_k, cos, sin)[:, :, None])
+        cos, sin = self.rope(self.pos - c.cache_len + self.sink_offsets)
+        sinks = self.k[..., : c.sink, :]
+        sinks.copy_(torch.where(self.pos > c.cache_len, apply_rope(self.sink_k, cos, sin)[:, :, None], sinks))
 
 
 class Block(nn.Module):
@@ -188,21 +202,26 @@ class Block(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
-    def step(self, x: Tensor, layer: int, cache: KVCache, cos: Tensor, sin: Tensor, slot: int, commit: int) -> Tensor:
+    def step(self, x: Tensor, layer: int, cache: KVCache, cos: Tensor, sin: Tensor, slot: Tensor,
+             commit: int) -> Tensor:
         """One token, G branches: x (B, G, d) → (B, G, d).  Each branch attends to the cache plus its
-        own key (written into ``slot`` of its branch copy); afterwards every branch copy holds the
-        key of branch ``commit``."""
+        own key (written into ``slot`` — a 1-element index tensor — of its branch copy); afterwards
+        every branch copy holds the key of branch ``commit``."""
         G = x.shape[1]
         q, k, v = self._qkv(x[:, :, None, :])  # (B, G, H, 1, Dh)
         q, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         ck, cv = cache.k[layer], cache.v[layer]  # (B, Gmax, H, N, Dh)
-        ck[:, :G, :, slot].copy_(k_rot[:, :, :, 0])
-        cv[:, :G, :, slot].copy_(v[:, :, :, 0])
+        ck[:, :G].index_copy_(3, slot, k_rot)
+        cv[:, :G].index_copy_(3, slot, v)
         att = F.scaled_dot_product_attention(q, ck[:, :G], cv[:, :G], attn_mask=cache.valid)
-        ck[:, :, :, slot].copy_(k_rot[:, commit : commit + 1, :, 0])
-        cv[:, :, :, slot].copy_(v[:, commit : commit + 1, :, 0])
-        if slot < self.c.sink:
-            cache.sink_k[layer, :, :, slot].copy_(k[:, commit, :, 0])  # un-rotated, see rotate_sinks
+        gmax = ck.shape[1]
+        ck.index_copy_(3, slot, k_rot[:, commit : commit + 1].expand(-1, gmax, -1, -1, -1))
+        cv.index_copy_(3, slot, v[:, commit : commit + 1].expand(-1, gmax, -1, -1, -1))
+        sink = self.c.sink
+        if sink:  # a sink slot also keeps its key un-rotated (see KVCache.rotate_sinks)
+            at = slot.clamp(max=sink - 1)
+            sk = cache.sink_k[layer]  # (B, H, sink, Dh)
+            sk.index_copy_(2, at, torch.where(slot < sink, k[:, commit], sk.index_select(2, at)))
         return self._out(x[:, :, None, :], att)[:, :, 0]
 
 
@@ -266,9 +285,9 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"{x.shape[1]} branches but the cache was made for {cache.branches}")
         slot = cache.next_slot()
         cache.rotate_sinks()
-        cos, sin = cache.rope(torch.tensor([cache.n_seen], device=x.device))
-        cache.valid[slot] = True  # its old content (an evicted token) is overwritten in every layer
+        cos, sin = cache.rope(cache.pos.view(1))
+        cache.valid.index_fill_(0, slot, True)  # its old content (an evicted token) is overwritten in every layer
         for i, block in enumerate(self.blocks):
             x = block.step(x, i, cache, cos, sin, slot, commit)
-        cache.n_seen += 1
+        cache.pos.add_(1)
         return self.norm(x)

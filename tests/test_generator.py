@@ -238,3 +238,24 @@ def test_the_public_entry_point_is_model_load_generator():
     import model
 
     assert model.load_generator is load_generator  # DESIGN.md: model.load_generator(name_or_path, device)
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_the_audio_step_is_graph_capturable(name, tiny):
+    """Token → latent → waveform with no graph break (issue 3/6, item 4): dynamo captures the
+    audio path whole — with CFG (two branches) and the stream's first and later steps — for the
+    Oobleck VAE (`tiny`) and the spectral codec (`default`).  (That a captured step streams what the
+    eager one does: tests/test_transformer.py.)"""
+    gen = tiny if name == "tiny" else load_generator("default", device="cpu")
+    m = gen.model
+    tokens = torch.randn(4, m.vision_in.in_features, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(4, m.head.noise_draws(1), 1, CONTRACT.latent_dim, generator=torch.Generator().manual_seed(3))
+    torch._dynamo.reset()
+    with gen.stream(seed=0, nfe=1, guidance=3.0, timing=False) as session, torch.inference_mode():
+        for i in range(2):  # the first step (no pending latent) and a later one
+            explained = torch._dynamo.explain(session.latent_from_noise)(tokens[i], noise[i])
+            assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+        latent = session.latent_from_noise(tokens[2], noise[2])
+        explained = torch._dynamo.explain(session.decode)(latent)
+        assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    torch._dynamo.reset()

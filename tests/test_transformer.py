@@ -100,3 +100,25 @@ def test_kv_cache_reset_clears_everything():
     cache.n_seen = 3
     cache.reset()
     assert cache.n_seen == 0 and not cache.valid.any() and cache.k.abs().sum() == 0
+
+
+def test_the_streaming_step_is_one_graph_and_compiles_to_the_same_stream():
+    """The step reads nothing back to the host (slot, position and sink rotation are computed on
+    the device): dynamo captures it whole, with CFG's two branches and without, and the captured
+    step (fullgraph, functionalised) streams exactly what the eager one does past the ring's wrap."""
+    m = _model(window=16, sink=1, train_context=18)
+    xs = torch.randn(40, 1, 2, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for g in (1, 2):
+            with m.streaming():
+                explained = torch._dynamo.explain(m.step)(xs[0, :, :g])
+            assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+        torch._dynamo.reset()
+        compiled = torch.compile(m.step, fullgraph=True, dynamic=False, backend="aot_eager")
+        outs = {}
+        for name, step in (("eager", m.step), ("compiled", compiled)):
+            with m.streaming() as cache:
+                outs[name] = torch.stack([step(x[:, : 1 + i % 2], commit=0)[:, 0] for i, x in enumerate(xs)])
+                assert cache.n_seen == len(xs)
+        torch._dynamo.reset()
+    torch.testing.assert_close(outs["compiled"], outs["eager"], atol=1e-5, rtol=1e-5)

@@ -26,8 +26,11 @@ DILATIONS = (1, 3, 9)
 
 def _inference_cache_ok(module: nn.Module, param: Tensor) -> bool:
     """Whether a derived tensor (fused weight, exp of Snake params) may come from the cache: only
-    in eval mode and when no gradient for the parameters is being recorded."""
-    return not module.training and not (torch.is_grad_enabled() and param.requires_grad)
+    in eval mode and when no gradient for the parameters is being recorded — and not while
+    torch.compile traces the step (the cache's key reads host-side tensor properties; a compiled
+    graph computes the derived tensor itself, which its compiler may fold)."""
+    return (not module.training and not (torch.is_grad_enabled() and param.requires_grad)
+            and not torch.compiler.is_compiling())
 
 
 def _param_key(*params: Tensor) -> tuple:

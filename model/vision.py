@@ -241,6 +241,8 @@ class DinoBackbone(nn.Module):
         std = torch.tensor(model.pretrained_cfg["std"], dtype=torch.float32)
         self.mean, self.std = tuple(mean.tolist()), tuple(std.tolist())
         # uint8 → normalised: x·(1 / (255·std)) − mean/std, kept on the CPU where frames arrive
+        # the optimised one-frame forward per CPU thread count (model.optimize.optimize_vision)
+        self.fast_features: dict[int, Callable[[Tensor], Tensor]] | None = None
         self._scale = (1.0 / (255.0 * std)).view(3, 1, 1)
         self._shift = (-mean / std).view(3, 1, 1)
         if config.dtype == "bf16" and not _cpu_has_native_bf16():
@@ -294,10 +296,17 @@ class DinoBackbone(nn.Module):
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, h, w):
             raise ValueError(f"images must be (T, 3, {h}, {w}), got {tuple(images.shape)}; use preprocess()")
         ph, pw = self.config.patch_grid
-        with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16,
-                                             enabled=self.config.dtype == "bf16"):
-            images = images.to(self.vit.pos_embed.dtype)  # in case the module was cast (.half(), …)
-            tokens = self.vit.forward_features(images)  # (T, prefix + ph·pw, C), final norm applied
+        fast = self.fast_features.get(torch.get_num_threads()) if self.fast_features and len(images) == 1 else None
+        if fast is not None:
+            # the graph was built outside inference mode; a streaming session's inference mode would
+            # make torch.compile build another one, without the int8 kernels
+            with torch.inference_mode(False), torch.no_grad():
+                tokens = fast(images.float().clone())
+        else:
+            with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16,
+                                                 enabled=self.config.dtype == "bf16"):
+                images = images.to(self.vit.pos_embed.dtype)  # in case the module was cast (.half(), …)
+                tokens = self.vit.forward_features(images)  # (T, prefix + ph·pw, C), final norm applied
         grid = tokens[:, self.num_prefix_tokens:].float()  # drop CLS + registers: (T, ph·pw, C)
         grid = grid.transpose(1, 2).reshape(len(images), self.embed_dim, ph, pw)  # (T, C, ph, pw)
         p = self.config.pool

@@ -50,6 +50,7 @@ class BenchConfig:
     loads: tuple[str, ...] = ("quiet", "loaded")  # "loaded": another process keeps one core busy
     dinov2_weights: str | None = None
     seed: int = 0
+    optimize: bool = False  # also the optimised CPU path (model.optimize), its rows beside the eager ones
     extra: dict = field(default_factory=dict)
 
 
@@ -93,17 +94,28 @@ def run_bench(config: BenchConfig, *, progress=None) -> dict:
     nfes = config.nfes or gen.valid_nfe
     guidances = config.guidances or tuple(dict.fromkeys((gen.guidance, 1.0)))
     rows = []
-    for load in config.loads:
-        # the thread count is chosen again under each condition: the step must stay real time on a
-        # machine that is also running a game or an encoder, with no flag from the user
-        with competing_load(1) if load == "loaded" else contextlib.nullcontext():
-            threads = choose_threads(config.threads)
-            torch.set_num_threads(threads)
-            for nfe in nfes:
-                for w in guidances:
-                    row = _bench_one(gen, frames, nfe=nfe, guidance=w, warmup=config.warmup, seed=config.seed,
-                                     progress=progress)
-                    rows.append({"load": load, "threads": threads, **row})
+    optimised = None
+    for path in ("eager", "optimised") if config.optimize else ("eager",):
+        if path == "optimised":
+            from model.optimize import optimize_vision
+
+            eager_out = _stream_outputs(gen, frames[:ERROR_FRAMES], seed=config.seed)
+            # a graph for every thread count a condition may choose (a busy core gets no thread)
+            counts = (config.threads,) if config.threads else tuple(range(1, choose_threads() + 1))
+            built_s = optimize_vision(gen.model.tokenizer.backbone, counts)
+            optimised = {"build_s": built_s, **_path_error(eager_out, _stream_outputs(gen, frames[:ERROR_FRAMES],
+                                                                                        seed=config.seed))}
+        for load in config.loads:
+            # the thread count is chosen again under each condition: the step must stay real time on a
+            # machine that is also running a game or an encoder, with no flag from the user
+            with competing_load(1) if load == "loaded" else contextlib.nullcontext():
+                threads = choose_threads(config.threads)
+                torch.set_num_threads(threads)
+                for nfe in nfes:
+                    for w in guidances:
+                        row = _bench_one(gen, frames, nfe=nfe, guidance=w, warmup=config.warmup, seed=config.seed,
+                                         progress=progress)
+                        rows.append({"path": path, "load": load, "threads": threads, **row})
     peak = peak_rss_mib()
     return {
         "model": gen.config.name, "device": str(gen.device), "device_name": _device_name(gen.device),
@@ -113,7 +125,38 @@ def run_bench(config: BenchConfig, *, progress=None) -> dict:
         "capture_ms": percentiles(capture_ms), "peak_rss_mb": peak,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if gen.device.type == "cuda" else None,
         "rows": rows, "paper_table6": {str(k): v for k, v in PAPER_TABLE6.items()},
+        "optimised": optimised,
     }
+
+
+ERROR_FRAMES = 60  # frames streamed through both paths to measure how far the optimised one moves
+
+
+def _stream_outputs(gen, frames, *, seed: int) -> dict:
+    """Tokens ``(T, d)`` and audio ``(2, T·1600)`` of ``frames`` streamed from a fresh session."""
+    import torch
+
+    tokens, audio = [], []
+    with gen.stream(seed=seed, timing=False) as session:
+        for frame in frames:
+            token = session.encode(frame)
+            tokens.append(token.float().clone())
+            audio.append(session.step_token(token))
+    return {"tokens": torch.stack(tokens), "audio": np.concatenate(audio, axis=1)}
+
+
+AUDIO_ERROR_FRAMES = 8  # the audio error is taken over the stream's first frames: its latents feed
+# back, so after a while two streams whose tokens differ at all go their own (equally valid) ways
+
+
+def _path_error(eager: dict, other: dict) -> dict:
+    """How far the optimised path moves the outputs: per-frame relative L2 error of the tokens
+    (median, max) and the relative RMS error of the audio of the first frames."""
+    d = (other["tokens"] - eager["tokens"]).norm(dim=-1) / eager["tokens"].norm(dim=-1).clamp_min(1e-12)
+    n = AUDIO_ERROR_FRAMES * CONTRACT.hop
+    a, b = eager["audio"][:, :n], other["audio"][:, :n]
+    return {"token_rel_err_median": float(d.median()), "token_rel_err_max": float(d.max()),
+            "audio_rel_err": float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-12)), "frames": len(d)}
 
 
 def _device_name(device) -> str:
@@ -162,7 +205,7 @@ def format_table(report: dict) -> str:
         f"{report['dtype']}, vision {report['vision_dtype']}, "
         f"{report['frames']} frames of {report['source']} at {report['size'][0]}×{report['size'][1]}",
         "",
-        f"{'load':>6} {'thr':>3} {'NFE':>3} {'CFG':>4} | {'token ms':>14} | {'waveform ms':>14} {'p50':>6} "
+        f"{'path':>9} {'load':>6} {'thr':>3} {'NFE':>3} {'CFG':>4} | {'token ms':>14} | {'waveform ms':>14} {'p50':>6} "
         f"{'p95':>6} {'p99':>6} {'max':>6} | {'<33.3':>6} {'fps':>6} | paper H100 token / waveform",
     ]
     for r in report["rows"]:
@@ -171,13 +214,27 @@ def format_table(report: dict) -> str:
         ref = (f"{paper['token'][0]:.1f} ± {paper['token'][1]:.2f} / {paper['waveform'][0]:.1f} ± "
                f"{paper['waveform'][1]:.2f}") if paper else "—"
         lines.append(
-            f"{r['load']:>6} {r['threads']:>3} {r['nfe']:>3} {r['cfg']:>4g} | "
+            f"{r.get('path', 'eager'):>9} {r['load']:>6} {r['threads']:>3} {r['nfe']:>3} {r['cfg']:>4g} | "
             f"{t['mean']:>6.1f} ± {t['std']:<5.2f} | "
             f"{w['mean']:>6.1f} ± {w['std']:<5.2f} "
             f"{w['p50']:>6.1f} {w['p95']:>6.1f} {w['p99']:>6.1f} {w['max']:>6.1f} | {100 * r['under_budget']:>5.1f}% "
             f"{r['throughput_fps']:>6.1f} | {ref}"
         )
     lines.append("")
+    opt = report.get("optimised")
+    if opt:
+        eager = {(r["load"], r["nfe"], r["cfg"]): r for r in report["rows"] if r["path"] == "eager"}
+        ratios = [f"{r['load']} NFE {r['nfe']} CFG {r['cfg']:g}: "
+                  f"{eager[k]['waveform_ms']['p50'] / r['waveform_ms']['p50']:.2f}× p50, "
+                  f"{eager[k]['waveform_ms']['p95'] / r['waveform_ms']['p95']:.2f}× p95"
+                  for r in report["rows"] if r["path"] == "optimised"
+                  for k in [(r["load"], r["nfe"], r["cfg"])] if k in eager]
+        lines.append("optimised path (DINOv2 int8, compiled): eager / optimised waveform time — " + "; ".join(ratios))
+        lines.append(f"  built in {opt['build_s']:.1f} s; over {opt['frames']} frames its tokens differ from the "
+                     f"eager ones by {100 * opt['token_rel_err_median']:.2f} % (median relative L2; max "
+                     f"{100 * opt['token_rel_err_max']:.2f} %), the audio of the first {AUDIO_ERROR_FRAMES} frames by "
+                     f"{100 * opt['audio_rel_err']:.1f} % (relative RMS)")
+        lines.append("")
     first = report["rows"][0]
     parts = ", ".join(f"{k} {v['p50']:.2f}" for k, v in first["components_ms"].items())
     lines.append(f"components (p50 ms, NFE {first['nfe']}, CFG {first['cfg']:g}): capture "

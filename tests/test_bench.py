@@ -83,3 +83,51 @@ def test_the_thread_count_follows_the_idle_cores():
     if quiet >= 2 and usable >= 2:
         with competing_load(cores=1):
             assert idle_cores() <= quiet - 1
+
+
+def test_the_optimised_vision_path_stays_within_stated_tolerance_and_is_used_only_where_built():
+    """`bench --optimize` (model/optimize.py): DINOv2 in dynamic int8, compiled for one frame and one
+    thread count.  Tolerance against the eager path: pooled grids within 2 % (relative L2; measured
+    ~0.7 %), tokens within 10 % (the Δ half of a token is a difference of grids, where the int8
+    noise of two frames adds up; measured median 0.5–4.5 %).  A batch of frames, or another thread
+    count, runs the eager path unchanged."""
+    from model.optimize import optimize_vision
+
+    gen = _perturbed("bf16")
+    tok = gen.model.tokenizer
+    clip = frames(6)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            images = [tok.backbone.preprocess([f]) for f in clip]
+            eager = torch.cat([tok.backbone(x) for x in images])
+            batch = tok.backbone(torch.cat(images))
+        seconds = optimize_vision(tok.backbone, (1,))
+        assert seconds > 0 and set(tok.backbone.fast_features) == {1}
+        with torch.inference_mode():
+            fast = torch.cat([tok.backbone(x) for x in images])
+            torch.testing.assert_close(tok.backbone(torch.cat(images)), batch, atol=0, rtol=0)  # batches: eager
+            torch.set_num_threads(2)
+            # eager (1e-5: reductions split across two threads round differently; int8 moves ~1 %)
+            torch.testing.assert_close(torch.cat([tok.backbone(x) for x in images]), eager, atol=1e-5, rtol=1e-5)
+            torch.set_num_threads(1)
+            t_eager, t_fast = tok.tokens_from_grids(eager[None])[0], tok.tokens_from_grids(fast[None])[0]
+    finally:
+        torch.set_num_threads(before)
+    grid_err = ((fast - eager).flatten(1).norm(dim=1) / eager.flatten(1).norm(dim=1)).max().item()
+    assert 0 < grid_err < 0.02, grid_err  # int8 moved them (the fast path ran), within tolerance
+    tok_err = ((t_fast - t_eager).norm(dim=1) / t_eager.norm(dim=1)).median().item()
+    assert tok_err < 0.10, tok_err
+
+
+def test_bench_optimize_prints_both_paths_side_by_side(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", "tiny", "--frames", "4", "--warmup", "1", "--nfe", "1", "--cfg", "3",
+                 "--size", "320x180", "--threads", "1", "--load", "quiet", "--optimize", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [r["path"] for r in report["rows"]] == ["eager", "optimised"]
+    opt = report["optimised"]
+    assert opt["build_s"] > 0 and 0 < opt["token_rel_err_median"] < 0.1 and opt["frames"] == 5
+    assert "optimised path (DINOv2 int8, compiled): eager / optimised waveform time — quiet NFE 1 CFG 3:" in table

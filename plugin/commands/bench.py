@@ -19,6 +19,7 @@ the timed loop; CUDA timings synchronise the device at each component boundary.
 examples:
   livefoley bench --model default --threads 1
   livefoley bench --nfe 1 --cfg 3 --frames 600 --json bench.json --plot bench.png
+  livefoley bench --nfe 1 --cfg 3 --optimize     # eager and optimised (int8 DINOv2) side by side
   livefoley bench --device cuda --dtype bf16 --model runs/base_ect"""
 
 
@@ -42,6 +43,10 @@ def register(subparsers) -> None:
     p.add_argument("--load", choices=("quiet", "loaded", "both"), default="both",
                    help="run quiet, with one core kept busy by another process (it starts it itself), or both "
                         "(default; the rows side by side)")
+    p.add_argument("--optimize", action="store_true",
+                   help="also run the optimised CPU path (DINOv2 in int8, compiled by torch.compile; needs torchao) "
+                        "and print its rows beside the eager ones, with the speed-up, the seconds it took to build and "
+                        "how far it moves the tokens and the audio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the full report (with every sample) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="latency distributions against the 33.3 ms line")
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                          guidances=tuple(args.cfg or ()), device=args.device, dtype=args.dtype,
                          vision_dtype=args.vision_dtype, threads=args.threads, seed=args.seed,
                          loads=("quiet", "loaded") if args.load == "both" else (args.load,),
-                         dinov2_weights=args.dinov2_weights)
+                         dinov2_weights=args.dinov2_weights, optimize=args.optimize)
     with tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
         report = run_bench(config, progress=bar.update)
     print(format_table(report))

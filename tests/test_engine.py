@@ -542,3 +542,24 @@ def test_cli_help_and_bad_input(capsys):
         err = capsys.readouterr().err
         assert message in err and err.startswith("livefoley: error:"), err
         assert time.monotonic() - t0 < 10  # rejected before any model is loaded
+
+
+def test_optimize_builds_the_int8_vision_for_the_engines_thread_counts():
+    """`live --optimize`: before the first sound the engine gives DINOv2 its int8 compiled graph
+    for every thread count vision runs with (all N on the worker, ⌊N/2⌋ on the vision thread)."""
+    from model.generator import load_generator
+
+    gen = load_generator("tiny", device="cpu")
+    cfg = EngineConfig(source="synthetic", source_options={"realtime": False, "size": (320, 180)},
+                       sinks=("null",), duration_s=1.0, threads=2, optimize=True)
+    engine = LiveEngine(config=cfg, generator=gen)
+    before = torch.get_num_threads()
+    try:
+        engine.start()
+        engine.wait(60)
+    finally:
+        engine.stop()
+        torch.set_num_threads(before)
+    assert set(gen.model.tokenizer.backbone.fast_features) == {1, 2}
+    st = engine.stats()
+    assert st["end_reason"] == "duration reached" and st["chunks"] == CONTRACT.fps

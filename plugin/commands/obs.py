@@ -108,6 +108,9 @@ def register(subparsers) -> None:
     c.add_argument("--nfe", type=int, metavar="N", help="head evaluations per frame (default: saved / the model's)")
     c.add_argument("--cfg", type=guidance, metavar="W", help="guidance ω (default: saved / the model's)")
     c.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: one per idle core)")
+    c.add_argument("--optimize", action="store_true",
+                   help="the engine runs DINOv2 in int8, compiled (as `live --optimize`; calibrate with the "
+                        "setting you stream with)")
     c.add_argument("--no-verify", action="store_true", help="do not record again to measure the offset after")
     c.add_argument("--keep-recordings", type=Path, metavar="DIR", help="move OBS's recordings into DIR")
     c.add_argument("--json", action="store_true", help="print the measurements as JSON")
@@ -241,7 +244,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     def start_engine(name: str) -> LiveEngine:
         engine = LiveEngine(config=EngineConfig(
             source=f"obs:{name}", source_options={"target": target, "input_size": vision_input_size(model)},
-            sinks=(saved.output,), model=model, threads=args.threads, nfe=args.nfe if args.nfe else saved.nfe,
+            sinks=(saved.output,), model=model, threads=args.threads, optimize=args.optimize,
+            nfe=args.nfe if args.nfe else saved.nfe,
             guidance=args.cfg if args.cfg is not None else saved.cfg, volume=saved.volume))
         engine.start()
         return engine

@@ -223,6 +223,7 @@ class LiveEngine:
             def load() -> None:
                 try:
                     new = self._load_generator(name)
+                    self._optimise(new)
                     with new.stream(seed=self.config.seed) as warm:
                         self._warm_up(warm)
                     loaded.set_result(new)
@@ -253,6 +254,20 @@ class LiveEngine:
         log.info("loading model %s on %s", name, self.config.device)
         return load_generator(name, device=self.config.device, dinov2_weights=self.config.dinov2_weights)
 
+    def _optimise(self, gen) -> None:
+        """``config.optimize``: the int8 compiled DINOv2 for every thread count vision runs with here
+        (all N on the waiting rungs, ⌊N/2⌋ on the vision thread)."""
+        if not self.config.optimize or gen.device.type != "cpu":
+            return
+        from model.optimize import optimize_vision
+
+        counts = tuple(sorted({self._thread_split[0], self._thread_split[2]}))
+        backbone = gen.model.tokenizer.backbone
+        if backbone.fast_features and set(counts) <= set(backbone.fast_features):
+            return
+        log.info("building the optimised vision path (int8, compiled) for %s thread(s)…", counts)
+        log.info("optimised vision path ready in %.1f s", optimize_vision(backbone, counts))
+
     def _open_source(self):
         if self._source_obj is not None:
             src, self._source_obj = self._source_obj, None
@@ -278,8 +293,9 @@ class LiveEngine:
         try:
             if self._generator is None:
                 self._generator = self._load_generator(cfg.model)
-            set_thread_torch_threads(self._thread_split[0])
             gen = self._generator
+            self._optimise(gen)
+            set_thread_torch_threads(self._thread_split[0])
             session = self._open_session(gen)
             self._choose_start_rung(self._warm_up(session))
             self._apply_rung(session)

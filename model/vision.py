@@ -240,9 +240,9 @@ class DinoBackbone(nn.Module):
         mean = torch.tensor(model.pretrained_cfg["mean"], dtype=torch.float32)
         std = torch.tensor(model.pretrained_cfg["std"], dtype=torch.float32)
         self.mean, self.std = tuple(mean.tolist()), tuple(std.tolist())
-        # uint8 → normalised: x·(1 / (255·std)) − mean/std, kept on the CPU where frames arrive
         # the optimised one-frame forward per CPU thread count (model.optimize.optimize_vision)
         self.fast_features: dict[int, Callable[[Tensor], Tensor]] | None = None
+        # uint8 → normalised: x·(1 / (255·std)) − mean/std, kept on the CPU where frames arrive
         self._scale = (1.0 / (255.0 * std)).view(3, 1, 1)
         self._shift = (-mean / std).view(3, 1, 1)
         if config.dtype == "bf16" and not _cpu_has_native_bf16():

@@ -119,6 +119,9 @@ def write_obs_config(home: Path, *, port: int, password: str, scripts: list[dict
     (cfg / "global.ini").write_text(
         "[General]\nFirstRun=true\n"
         "[Basic]\nSceneCollection=Untitled\nSceneCollectionFile=Untitled\nProfile=Untitled\nProfileDir=Untitled\n"
+        # no preview in OBS's window: OBS renders in software here (llvmpipe), where drawing the
+        # preview costs a large part of a core that users' GPUs give for free
+        "[BasicWindow]\nPreviewEnabled=false\n"
         "[OBSWebSocket]\nFirstLoad=false\nServerEnabled=true\n"
         f"ServerPort={port}\nAlertsEnabled=false\nAuthRequired=true\nServerPassword={password}\n"
     )

@@ -10,7 +10,7 @@ import pytest
 
 from audio.contract import CONTRACT
 from capture.synthetic.clips import events_path, load_events, write_clip
-from plugin.obs.calibrate import CalibrationError, correction, measure_offset
+from plugin.obs.calibrate import CalibrationError, correction, falling_behind, measure_offset
 
 FPS = CONTRACT.fps
 HOP = CONTRACT.hop
@@ -97,3 +97,16 @@ def test_correction_is_the_picture_delay_that_cancels_the_offset():
     assert correction(-40.0, 150) == 110  # too much delay: less
     assert correction(-40.0, 0) == 0  # sound early with no delay: nothing to take away
     assert correction(900.0, 0) == 500  # OBS's Render Delay stops at 500 ms
+
+
+def test_an_engine_that_fell_behind_is_named_as_the_cause():
+    """The policy's seconds per rung over a recording: mostly on rungs that skip or pipeline vision
+    → the reason the sound cannot follow the picture; mostly frame by frame → no excuse."""
+    ladder = ["full", "vision/2", "cfg-off", "vision/4", "vision/8", "no-wait", "no-wait/4", "no-wait/8"]
+    start = {"seconds_at": {"full": 3.0}, "ladder": ladder, "every_frame": ["full"]}
+    slow = {**start, "seconds_at": {"full": 8.0, "vision/8": 5.0, "no-wait/8": 20.0}}
+    why = falling_behind(start, slow)
+    assert why is not None and "25 of 30 s" in why and "'no-wait/8'" in why and "--optimize" in why
+    kept_up = {**start, "seconds_at": {"full": 25.0, "vision/2": 8.0}}
+    assert falling_behind(start, kept_up) is None  # 22 of 30 s frame by frame
+    assert falling_behind(None, slow) is None and falling_behind(start, start) is None

@@ -766,6 +766,7 @@ class LiveEngine:
             "policy": None if policy is None else {
                 "rung": policy.rung.name,
                 "ladder": [r.name for r in policy.rungs],
+                "every_frame": [r.name for r in policy.rungs if r.wait_for_vision and r.vision_every == 1],
                 "changes": policy.changes,
                 "ewma_ms": None if policy.ewma is None else round(policy.ewma, 2),
                 "seconds_at": {r.name: round(n / CONTRACT.fps, 2)

@@ -196,6 +196,24 @@ def measure_offset(recording: str | Path, clip: str | Path, events: Sequence[dic
         window_offsets_ms=windows)
 
 
+def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.5) -> str | None:
+    """Why the engine's sound cannot follow the picture frame by frame, from its policy stats at the
+    start and end of a recording (``stats()["policy"]``): ``None`` unless it spent more than ``share``
+    of that time on rungs that skip or pipeline vision (the ladder's answer to a machine too slow)."""
+    if not before or not after:
+        return None
+    spent = {k: v - before["seconds_at"].get(k, 0.0) for k, v in after["seconds_at"].items()}
+    total = sum(spent.values())
+    behind = {k: v for k, v in spent.items() if k not in after["every_frame"] and v > 0}
+    if total <= 0 or sum(behind.values()) <= share * total:
+        return None
+    worst = max(behind, key=behind.get)
+    return (f"the engine could not keep up with every frame on this machine: it spent {sum(behind.values()):.0f} of "
+            f"{total:.0f} s of the recording on rungs that skip or pipeline vision (most on '{worst}'), so its "
+            f"sound cannot follow the picture frame by frame. Close what else runs, try --optimize (DINOv2 in "
+            f"int8), --cfg 1, or a smaller OBS canvas, and calibrate again")
+
+
 def _audio_lead(path: str | Path) -> float:
     """How much later the first sound sample is than the first picture (s) in ``path``."""
     import av
@@ -339,9 +357,17 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
 
         def one(label: str) -> OffsetMeasurement:
             progress(f"recording {seconds:.0f} s through OBS ({label})")
+            at_start = engine.stats()["policy"]
             path = _record(client, seconds, alive=alive)
+            at_end = engine.stats()["policy"]
             recordings.append(path)
-            m = measure_offset(path, clip, events)
+            try:
+                m = measure_offset(path, clip, events)
+            except CalibrationError as err:
+                behind = falling_behind(at_start, at_end)
+                if behind is None:
+                    raise
+                raise CalibrationError(f"{behind}; {err}") from None
             progress(f"{label}: sound {m.offset_ms:+.0f} ms against the picture (p95 jitter {m.jitter_p95_ms:.0f} ms, "
                      f"{m.matched}/{m.events} events heard)")
             return m
@@ -396,4 +422,4 @@ def _dispose(recordings: Sequence[Path], keep_dir: Path | None) -> list[Path]:
 
 
 __all__ = ["CALIBRATION_SOURCE", "CalibrationError", "CalibrationReport", "OffsetMeasurement", "calibrate",
-           "correction", "measure_offset", "picture_times"]
+           "correction", "falling_behind", "measure_offset", "picture_times"]

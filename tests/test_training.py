@@ -81,6 +81,52 @@ def test_prepare_is_resumable_and_never_trusts_a_partial_shard(data, cache, caps
     assert summary["prepared_files"] == 1 and summary["reused_files"] == 1
 
 
+def test_prepare_with_grids_from_another_cache_encodes_only_the_sound(data, cache, tmp_path, capsys):
+    """A cache for another codec (`--vae`) from the same videos: `--grids-from` takes every unchanged
+    video's grids from the first cache (DINOv2 is not run) and encodes the sound with the new codec;
+    a video changed since is prepared in full."""
+    import torch
+
+    import model.vision
+    from audio.vae import load_vae, save_vae
+    from model.training.cache import _sound, encode_long
+
+    torch.manual_seed(7)
+    codec = save_vae(load_vae("spectral"), tmp_path / "codec")
+    out = tmp_path / "cache_v2"
+    real_grids = model.vision.FrameTokenizer.grids
+    calls = []
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real_grids(self, *a, **k)
+
+    model.vision.FrameTokenizer.grids = counted
+    try:
+        assert main(["prepare", "--data", str(data), "--out", str(out), "--vae", str(codec), "--grids-from",
+                     str(cache), "--json"]) == 0
+    finally:
+        model.vision.FrameTokenizer.grids = real_grids
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prepared_files"] == 2 and summary["grids_reused_files"] == 2 and not calls
+    old, new = (json.loads((c / "cache.json").read_text())["files"] for c in (cache, out))
+    vae = load_vae(str(codec))
+    for name in ("clip1.mp4", "clip2.mp4"):
+        a, b = load_file(str(cache / "shards" / old[name]["shard"])), load_file(str(out / "shards" / new[name]["shard"]))
+        assert torch.equal(a["grids"], b["grids"]) and new[name]["split"] == old[name]["split"]
+        wav = _sound(data / name, None, b["latents"].shape[0])
+        torch.testing.assert_close(b["latents"], encode_long(vae, wav, device="cpu"), atol=1e-4, rtol=1e-3)
+    # a donor made with other vision settings does not fit; the cache being prepared is no donor
+    bad = json.loads((cache / "cache.json").read_text())
+    bad["vision"]["input_size"] = [bad["vision"]["input_size"][0] + 28, bad["vision"]["input_size"][1]]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "cache.json").write_text(json.dumps(bad))
+    for donor, message in ((tmp_path / "bad", "different vision config"), (out, "the cache being prepared")):
+        assert main(["prepare", "--data", str(data), "--out", str(out), "--vae", str(codec),
+                     "--grids-from", str(donor)]) == 1
+        assert message in capsys.readouterr().err
+
+
 def test_two_stages_end_to_end_and_the_result_loads_and_generates(cache, tmp_path):
     s1, ect = tmp_path / "stage1", tmp_path / "ect"
     assert main(["train", "stage1", "--cache", str(cache), "--out", str(s1), "--steps", "4", *TRAIN_FLAGS]) == 0

@@ -57,6 +57,7 @@ class PrepareSummary:
     prepared_files: int = 0
     prepared_seconds: float = 0.0
     reused_files: int = 0
+    grids_reused_files: int = 0  # prepared with another cache's grids (--grids-from): no DINOv2 run
     skipped: dict[str, str] = field(default_factory=dict)  # relative path → reason
     bytes_written: int = 0
     wall_seconds: float = 0.0
@@ -66,6 +67,7 @@ class PrepareSummary:
             "prepared_files": self.prepared_files,
             "prepared_hours": self.prepared_seconds / 3600,
             "reused_files": self.reused_files,
+            "grids_reused_files": self.grids_reused_files,
             "skipped": self.skipped,
             "bytes_written": self.bytes_written,
             "wall_seconds": self.wall_seconds,
@@ -152,11 +154,14 @@ class FeatureCache:
 def prepare(
     data: str | Path, out: str | Path, *, tokenizer: FrameTokenizer, vae: CausalVAE, val_fraction: float = 0.1,
     batch_size: int = 32, device: torch.device | str = "cpu", progress: Callable[[int], object] | None = None,
-    audio_dir: str | Path | None = None,
+    audio_dir: str | Path | None = None, grids_from: str | Path | None = None,
 ) -> PrepareSummary:
     """Cache every video under ``data`` into ``out`` (resumable); ``progress(n)`` after every n frames.
     ``audio_dir``: take a video's sound from ``audio_dir/<stem>.flac`` (or ``.wav``) when that file
-    exists — the exact sound that `livefoley synth --audio-out` writes — instead of its AAC track."""
+    exists — the exact sound that `livefoley synth --audio-out` writes — instead of its AAC track.
+    ``grids_from``: another cache of the same videos with the same vision config; a video it holds
+    unchanged (same path, size and time) takes its grids from there and only its sound is encoded
+    (a new codec's cache without running DINOv2 again)."""
     from capture.file import iter_frames_30fps, probe_video
 
     data, out = Path(data), Path(out)
@@ -168,6 +173,14 @@ def prepare(
     made = [p for p in (out, out / "cache.json", out / "vae.safetensors", out / "shards") if not p.exists()]
     vision, vae_cfg = tokenizer.resolved_config(), vae.config.to_dict()  # the fingerprint recorded
     vision_cfg = vision.to_dict()
+    donor = None
+    if grids_from is not None:
+        donor = FeatureCache(grids_from).require()
+        if donor.root.resolve() == out.resolve():
+            raise LivefoleyError(f"--grids-from {grids_from} is the cache being prepared; name another cache")
+        if not VisionConfig.from_dict(donor.index["vision"]).same_grids(vision):
+            raise LivefoleyError(f"--grids-from {grids_from} was prepared with a different vision config; its grids "
+                                 "do not fit this cache")
     if cache.exists:
         if not VisionConfig.from_dict(cache.index["vision"]).same_grids(vision) or cache.index["vae"] != vae_cfg:
             raise LivefoleyError(
@@ -206,15 +219,21 @@ def prepare(
             info = probe_video(path)
             if not info.has_audio:
                 raise LivefoleyError("no audio track (nothing to learn from)")
-            grids_list = []
-            for block in _batched(iter_frames_30fps(path), batch_size):
-                with torch.inference_mode():
-                    grids_list.append(tokenizer.grids(np.stack([f.image for f in block])).to(torch.float16).cpu())
+            grids = _donor_grids(donor, rel, key)
+            if grids is None:
+                grids_list = []
+                for block in _batched(iter_frames_30fps(path), batch_size):
+                    with torch.inference_mode():
+                        grids_list.append(tokenizer.grids(np.stack([f.image for f in block])).to(torch.float16).cpu())
+                    if progress:
+                        progress(len(block))  # frames
+                if not grids_list:
+                    raise LivefoleyError("no decodable video frames")
+                grids = torch.cat(grids_list)
+            else:
+                summary.grids_reused_files += 1
                 if progress:
-                    progress(len(block))  # frames
-            if not grids_list:
-                raise LivefoleyError("no decodable video frames")
-            grids = torch.cat(grids_list)
+                    progress(grids.shape[0])
             n = grids.shape[0]
             wav = _sound(path, audio_dir, n)
             latents = encode_long(vae, wav, device=device)
@@ -252,6 +271,15 @@ def prepare(
     _ensure_val_split(cache)
     summary.wall_seconds = time.monotonic() - t0
     return summary
+
+
+def _donor_grids(donor: FeatureCache | None, rel: str, key: str) -> torch.Tensor | None:
+    """The grids another cache holds of this very file (same relative path and file key), else None."""
+    entry = donor.index["files"].get(rel) if donor is not None else None
+    if entry is None or entry["key"] != key or not donor.shard_path(entry).exists():
+        return None
+    with safe_open(str(donor.shard_path(entry)), framework="pt") as f:
+        return f.get_tensor("grids")
 
 
 def _ensure_val_split(cache: FeatureCache) -> None:

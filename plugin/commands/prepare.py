@@ -20,7 +20,8 @@ with the reason in the summary.
 
 examples:
   livefoley prepare --data recordings/ --out cache/ --vae runs/vae_tiny
-  livefoley synth --out world/ --minutes 30 && livefoley prepare --data world/ --out cache/"""
+  livefoley synth --out world/ --minutes 30 && livefoley prepare --data world/ --out cache/
+  livefoley prepare --data world/ --out cache_v2/ --vae runs/codec_v2 --grids-from cache/   # new codec"""
 
 
 def register(subparsers) -> None:
@@ -38,6 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--audio", metavar="DIR", type=Path,
                    help="take each video's sound from DIR/<name>.flac|.wav when it exists (the exact sound "
                         "`livefoley synth --audio-out DIR` writes) instead of its lossy audio track")
+    p.add_argument("--grids-from", metavar="CACHE_DIR", type=Path,
+                   help="another cache of the same videos (same vision config): each video it holds unchanged "
+                        "takes its DINOv2 grids from there, so only the sound is encoded — a cache for a new "
+                        "codec (--vae) in a fraction of the time")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of files held out (default 0.1)")
     p.add_argument("--batch-size", type=int, default=32, help="frames per DINOv2 batch (default 32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -107,13 +112,15 @@ def run(args: argparse.Namespace) -> int:
             total += probe_video(path).n_frames_30fps
     with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True) as bar, torch.inference_mode():
         summary = prepare(args.data, args.out, tokenizer=tokenizer, vae=vae, val_fraction=args.val_fraction,
-                          audio_dir=args.audio,
+                          audio_dir=args.audio, grids_from=args.grids_from,
                           batch_size=args.batch_size, device=device, progress=bar.update)
     report = summary.to_dict()
     if args.json and write_json(report, args.json):
         return 0
     print(f"prepared {report['prepared_files']} file(s), {report['prepared_hours'] * 60:.1f} min of video "
-          f"({report['reused_files']} already done) in {report['wall_seconds']:.1f} s"
+          f"({report['reused_files']} already done"
+          + (f", {report['grids_reused_files']} with grids from {args.grids_from}" if args.grids_from else "")
+          + f") in {report['wall_seconds']:.1f} s"
           + (f" — {report['realtime_factor']:.2f}× real time" if report["realtime_factor"] else ""))
     if report["bytes_per_hour"]:
         print(f"cache cost: {report['bytes_per_hour'] / 1e9:.2f} GB per hour of video")

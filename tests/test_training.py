@@ -112,7 +112,8 @@ def test_prepare_with_grids_from_another_cache_encodes_only_the_sound(data, cach
     old, new = (json.loads((c / "cache.json").read_text())["files"] for c in (cache, out))
     vae = load_vae(str(codec))
     for name in ("clip1.mp4", "clip2.mp4"):
-        a, b = load_file(str(cache / "shards" / old[name]["shard"])), load_file(str(out / "shards" / new[name]["shard"]))
+        a = load_file(str(cache / "shards" / old[name]["shard"]))
+        b = load_file(str(out / "shards" / new[name]["shard"]))
         assert torch.equal(a["grids"], b["grids"]) and new[name]["split"] == old[name]["split"]
         wav = _sound(data / name, None, b["latents"].shape[0])
         torch.testing.assert_close(b["latents"], encode_long(vae, wav, device="cpu"), atol=1e-4, rtol=1e-3)

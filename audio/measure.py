@@ -85,6 +85,18 @@ def choose_threads(requested: int | None = None, *, most: int = 2) -> int:
     return max(1, min(most, idle_cores()))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 where /proc cannot tell)."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("inf")  # no /proc: nothing to wait for
+
+
 class competing_load:  # noqa: N801 - used as a context manager, like a function
     """``with competing_load(cores=1):`` — other processes keep ``cores`` CPUs busy meanwhile (a
     streamer's game or encoder, for benchmarks: ``livefoley bench`` measures its loaded rows inside)."""
@@ -98,7 +110,12 @@ class competing_load:  # noqa: N801 - used as a context manager, like a function
         import time
 
         self._procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.cores)]
-        time.sleep(0.3)  # let the scheduler see them before anything is measured
+        # measure nothing before every one of them is spinning (an interpreter can take a while to
+        # start on a busy machine), then let the scheduler see them
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not all(_cpu_seconds(p.pid) >= 0.05 for p in self._procs):
+            time.sleep(0.02)
+        time.sleep(0.3)
         return self
 
     def __exit__(self, *exc) -> None:

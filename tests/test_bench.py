@@ -1,6 +1,9 @@
 """`livefoley bench` and the guarantee that speed-ups do not silently change the sound."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,12 +88,27 @@ def test_the_thread_count_follows_the_idle_cores():
             assert idle_cores() <= quiet - 1
 
 
+def _in_fresh_process(fn) -> None:
+    """Run ``fn`` (a module-level function; its assertions are re-raised here) in a spawned child.
+    Building the int8 graph leaves this process's eager ops slower for the rest of its life
+    (measured: the live audio path of the engine tests 19–21 → 23–29 ms p50 after it), which would
+    tilt every timing-bound test that runs after it in the same pytest process."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(fn)
+
+
 def test_the_optimised_vision_path_stays_within_stated_tolerance_and_is_used_only_where_built():
     """`bench --optimize` (model/optimize.py): DINOv2 in dynamic int8, compiled for one frame and one
     thread count.  Tolerance against the eager path: pooled grids within 2 % (relative L2; measured
     ~0.7 %), tokens within 10 % (the Δ half of a token is a difference of grids, where the int8
     noise of two frames adds up; measured median 0.5–4.5 %).  A batch of frames, or another thread
     count, runs the eager path unchanged."""
+    _in_fresh_process(_check_the_optimised_vision_path)
+
+
+def _check_the_optimised_vision_path() -> None:
     from model.optimize import optimize_vision
 
     gen = _perturbed("bf16")
@@ -121,11 +139,14 @@ def test_the_optimised_vision_path_stays_within_stated_tolerance_and_is_used_onl
     assert tok_err < 0.10, tok_err
 
 
-def test_bench_optimize_prints_both_paths_side_by_side(tmp_path, capsys):
+def test_bench_optimize_prints_both_paths_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--model", "tiny", "--frames", "4", "--warmup", "1", "--nfe", "1", "--cfg", "3",
-                 "--size", "320x180", "--threads", "1", "--load", "quiet", "--optimize", "--json", str(out)]) == 0
-    table = capsys.readouterr().out
+    run = subprocess.run([sys.executable, "-m", "plugin.cli", "bench", "--model", "tiny", "--frames", "4",
+                          "--warmup", "1", "--nfe", "1", "--cfg", "3", "--size", "320x180", "--threads", "1",
+                          "--load", "quiet", "--optimize", "--json", str(out)],  # its own process: see above
+                         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = run.stdout
     report = json.loads(out.read_text())
     assert [r["path"] for r in report["rows"]] == ["eager", "optimised"]
     opt = report["optimised"]

@@ -359,12 +359,14 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
     """Every vision encode 60 ms slower than the real one (more than a frame): waiting for vision
     misses every deadline, so the policy pipelines it (``no-wait``: the audio path reuses the newest
     token); the audio stays continuous and the latency flat."""
-    # start on full (the policy must react), and stop at no-wait: the rungs above it shed CPU when
-    # the audio path itself is late, which these shared cores can cause at any moment
+    # start on full (the policy must react); it must reach no-wait (vision pipelined) and may go on
+    # to no-wait/4 or /8: those run the slow vision thread less often, which is what keeps the audio
+    # path in time when these two shared cores are slow (the vision thread takes the GIL and memory
+    # bandwidth from it on every encode)
     ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance,
                                            valid_nfe=generator.valid_nfe)]
     cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0, threads=2, cushion_ms=100,
-                       policy=PolicyConfig(auto_start=False, max_rung=ladder.index("no-wait")))
+                       policy=PolicyConfig(auto_start=False))
     engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
     st = engine.run()
     pol = st["policy"]
@@ -372,18 +374,22 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
           f"audio {st['audio_path_ms']} skipped {st['skipped_slots']} fill-ins {st['fill_ins']} "
           f"underruns {st['underruns']} ({st['underruns_after_startup']} after start-up)")
     assert st["vision_ms"]["p50"] >= 60
-    assert pol["rung"] == "no-wait" and pol["seconds_at"]["full"] < 1.5 and st["late_slots"] >= 3
+    assert ladder.index(pol["rung"]) >= ladder.index("no-wait"), pol["rung"]
+    assert pol["seconds_at"]["full"] < 1.5 and st["late_slots"] >= 3
     assert st["stale_slots"] > 2 * st["fresh_slots"]
     # the audio kept pace: a policy that still waited for vision would play ~60 of the 180 slots;
     # the start on `full` and a stall of these shared cores cost up to ~15 % (the engine drops
     # slots rather than lag: skipped_slots)
     assert st["chunks"] >= 0.8 * 180
     assert st["underruns_after_startup"] <= underrun_bound(st["chunks"])
+    # no lag building up: glass-to-ear less the age of the token the sound followed (which the
+    # rungs set on purpose: up to 8 frames on no-wait/8) stays flat
     g2e = engine.series("glass_to_ear_ms")[30:]  # after the first second
-    half = g2e.size // 2
-    first, second = np.percentile(g2e[:half], 95), np.percentile(g2e[half:], 95)
-    assert second <= first + 40, f"latency grew: p95 {first:.0f} → {second:.0f} ms"
     age = engine.series("token_age_frames")[30:]
+    lag = g2e - age * 1000.0 / CONTRACT.fps
+    half = lag.size // 2
+    first, second = np.percentile(lag[:half], 95), np.percentile(lag[half:], 95)
+    assert second <= first + 40, f"latency grew: p95 {first:.0f} → {second:.0f} ms (token age aside)"
     assert age.mean() >= 1.5  # the sound follows tokens at least a frame old: vision is the bottleneck
 
 

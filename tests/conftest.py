@@ -155,6 +155,17 @@ def pulse() -> PulseSink:
             os.environ[k] = v
 
 
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` (a module-level function) in a spawned child with this process's environment;
+    its result comes back, its exceptions (assertions too) are raised here.  For timing-bound
+    checks: what earlier tests did to this process (an int8 graph built by inductor, measured to
+    leave eager ops slower for the rest of the process's life) must not tilt them."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def pytest_collection_modifyitems(config, items):
     """GPU tests run only where CUDA exists (TESTING.md: CI never has a GPU)."""
     try:

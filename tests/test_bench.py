@@ -11,6 +11,7 @@ from PIL import Image
 
 from model.generator import load_generator
 from plugin.cli import main
+from tests.conftest import in_fresh_process
 from tests.test_generator import frames
 
 
@@ -88,24 +89,14 @@ def test_the_thread_count_follows_the_idle_cores():
             assert idle_cores() <= quiet - 1
 
 
-def _in_fresh_process(fn) -> None:
-    """Run ``fn`` (a module-level function; its assertions are re-raised here) in a spawned child.
-    Building the int8 graph leaves this process's eager ops slower for the rest of its life
-    (measured: the live audio path of the engine tests 19–21 → 23–29 ms p50 after it), which would
-    tilt every timing-bound test that runs after it in the same pytest process."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pool.apply(fn)
-
-
 def test_the_optimised_vision_path_stays_within_stated_tolerance_and_is_used_only_where_built():
     """`bench --optimize` (model/optimize.py): DINOv2 in dynamic int8, compiled for one frame and one
     thread count.  Tolerance against the eager path: pooled grids within 2 % (relative L2; measured
     ~0.7 %), tokens within 10 % (the Δ half of a token is a difference of grids, where the int8
     noise of two frames adds up; measured median 0.5–4.5 %).  A batch of frames, or another thread
     count, runs the eager path unchanged."""
-    _in_fresh_process(_check_the_optimised_vision_path)
+    # in a child: building the int8 graph leaves the process's eager ops slower (tests/conftest.py)
+    in_fresh_process(_check_the_optimised_vision_path)
 
 
 def _check_the_optimised_vision_path() -> None:
@@ -143,7 +134,7 @@ def test_bench_optimize_prints_both_paths_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "-m", "plugin.cli", "bench", "--model", "tiny", "--frames", "4",
                           "--warmup", "1", "--nfe", "1", "--cfg", "3", "--size", "320x180", "--threads", "1",
-                          "--load", "quiet", "--optimize", "--json", str(out)],  # its own process: see above
+                          "--load", "quiet", "--optimize", "--json", str(out)],  # its own process (as above)
                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 0, run.stderr[-3000:]
     table = run.stdout

@@ -33,6 +33,7 @@ from plugin.live import (
     PolicyConfig,
     build_ladder,
 )
+from tests.conftest import in_fresh_process
 from tests.test_sinks import S16_TOL, Monitor, monitor  # noqa: F401 - `monitor` is a fixture
 
 HOP = CONTRACT.hop
@@ -355,25 +356,20 @@ def test_screen_of_an_xvfb_display(xvfb, pulse, monitor, generator, tmp_path):  
     assert_recording_was_played(played, recorded, 1.0, st["sink_stats"]["sinks"][0])
 
 
-def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generator):
+def test_slow_vision_triggers_the_policy_without_growing_latency(pulse):
     """Every vision encode 60 ms slower than the real one (more than a frame): waiting for vision
     misses every deadline, so the policy pipelines it (``no-wait``: the audio path reuses the newest
-    token); the audio stays continuous and the latency flat."""
-    # start on full (the policy must react); it must reach no-wait (vision pipelined) and may go on
-    # to no-wait/4 or /8: those run the slow vision thread less often, which is what keeps the audio
-    # path in time when these two shared cores are slow (the vision thread takes the GIL and memory
-    # bandwidth from it on every encode)
-    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance,
-                                           valid_nfe=generator.valid_nfe)]
-    cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0, threads=2, cushion_ms=100,
-                       policy=PolicyConfig(auto_start=False))
-    engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
-    st = engine.run()
+    token); the audio stays continuous and the latency flat.  Run in a fresh process (timing-bound:
+    tests/conftest.py ``in_fresh_process``), with the session's PulseAudio."""
+    st, lag, age, ladder = in_fresh_process(_slow_vision_run)
     pol = st["policy"]
     print(f"\nslow vision: rungs {pol['seconds_at']} g2e {st['glass_to_ear_ms']} vision {st['vision_ms']} "
           f"audio {st['audio_path_ms']} skipped {st['skipped_slots']} fill-ins {st['fill_ins']} "
           f"underruns {st['underruns']} ({st['underruns_after_startup']} after start-up)")
     assert st["vision_ms"]["p50"] >= 60
+    # it must reach no-wait (vision pipelined) and may go on to no-wait/4 or /8: those run the slow
+    # vision thread less often, which is what keeps the audio path in time when these two shared
+    # cores are slow (the vision thread takes the GIL and memory bandwidth from it on every encode)
     assert ladder.index(pol["rung"]) >= ladder.index("no-wait"), pol["rung"]
     assert pol["seconds_at"]["full"] < 1.5 and st["late_slots"] >= 3
     assert st["stale_slots"] > 2 * st["fresh_slots"]
@@ -384,13 +380,26 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse, generato
     assert st["underruns_after_startup"] <= underrun_bound(st["chunks"])
     # no lag building up: glass-to-ear less the age of the token the sound followed (which the
     # rungs set on purpose: up to 8 frames on no-wait/8) stays flat
-    g2e = engine.series("glass_to_ear_ms")[30:]  # after the first second
-    age = engine.series("token_age_frames")[30:]
-    lag = g2e - age * 1000.0 / CONTRACT.fps
     half = lag.size // 2
     first, second = np.percentile(lag[:half], 95), np.percentile(lag[half:], 95)
     assert second <= first + 40, f"latency grew: p95 {first:.0f} → {second:.0f} ms (token age aside)"
     assert age.mean() >= 1.5  # the sound follows tokens at least a frame old: vision is the bottleneck
+
+
+def _slow_vision_run():
+    """The engine run of the test above (in the child): stats, lag and token-age series, the ladder."""
+    from model.generator import load_generator
+
+    generator = load_generator("tiny", device="cpu")
+    ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance,
+                                           valid_nfe=generator.valid_nfe)]
+    cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0, threads=2, cushion_ms=100,
+                       policy=PolicyConfig(auto_start=False))  # starts on full: the policy must react
+    engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
+    st = engine.run()
+    g2e = engine.series("glass_to_ear_ms")[30:]  # after the first second
+    age = engine.series("token_age_frames")[30:]
+    return st, g2e - age * 1000.0 / CONTRACT.fps, age, ladder
 
 
 # --------------------------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ def choose_threads(requested: int | None = None, *, most: int = 2) -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 where /proc cannot tell)."""
+    """User + system CPU seconds of process ``pid`` so far (infinite where /proc cannot tell, so
+    a caller waiting for it to start does not wait)."""
     import os
 
     try:

@@ -205,10 +205,11 @@ def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.
     spent = {k: v - before["seconds_at"].get(k, 0.0) for k, v in after["seconds_at"].items()}
     total = sum(spent.values())
     behind = {k: v for k, v in spent.items() if k not in after["every_frame"] and v > 0}
-    if total <= 0 or sum(behind.values()) <= share * total:
+    lost = sum(behind.values())
+    if total <= 0 or lost <= share * total:
         return None
     worst = max(behind, key=behind.get)
-    return (f"the engine could not keep up with every frame on this machine: it spent {sum(behind.values()):.0f} of "
+    return (f"the engine could not keep up with every frame on this machine: it spent {lost:.0f} of "
             f"{total:.0f} s of the recording on rungs that skip or pipeline vision (most on '{worst}'), so its "
             f"sound cannot follow the picture frame by frame. Close what else runs, try --optimize (DINOv2 in "
             f"int8), --cfg 1, or a smaller OBS canvas, and calibrate again")

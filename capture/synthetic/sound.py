@@ -136,10 +136,12 @@ def _norm(x: np.ndarray) -> np.ndarray:
 class EventSynth:
     """Synthesises the mono sound of one event: ``sound(event) -> (n,)`` float32, peak = level."""
 
-    def __init__(self, timbre: Timbre, *, rng: np.random.Generator, sample_rate: int) -> None:
+    def __init__(self, timbre: Timbre, *, rng: np.random.Generator, sample_rate: int,
+                 noise: np.random.Generator | None = None) -> None:
         self.timbre = timbre
         self.sr = sample_rate
         self._rng = rng
+        self._noise = rng if noise is None else noise  # Gaussian noise samples only
         self._lp_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _lowpass(self, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +175,7 @@ class EventSynth:
         rng, tb = self._rng, self.timbre
         dur = rng.uniform(0.07, 0.12)
         t = self._t(dur)
-        noise = rng.standard_normal(len(t)).astype(np.float32)
+        noise = self._noise.standard_normal(len(t)).astype(np.float32)
         noise = np.diff(noise, prepend=0.0)  # tilt towards the highs: crack, not rumble
         body = np.cos(2 * np.pi * tb.gun_tone * rng.uniform(0.9, 1.1) * t)
         x = noise * _decay(len(t), 0.016, self.sr) + 1.5 * body * _decay(len(t), 0.012, self.sr)
@@ -187,11 +189,11 @@ class EventSynth:
         n = len(t)
         cutoff = tb.explosion_cutoff * float(np.clip(0.06 / max(size, 1e-3), 0.5, 1.8))
         b, a = self._lowpass(cutoff)
-        rumble = lfilter(b, a, rng.standard_normal(n)).astype(np.float32)
+        rumble = lfilter(b, a, self._noise.standard_normal(n)).astype(np.float32)
         rumble = _norm(rumble) * _decay(n, dur / 4.5, self.sr)
         sub_f = rng.uniform(42, 70) * (1 + 1.5 * np.exp(-t / 0.05))
         sub = np.cos(2 * np.pi * np.cumsum(sub_f) / self.sr) * _decay(n, dur / 5, self.sr)
-        crack = rng.standard_normal(n).astype(np.float32) * _decay(n, 0.008, self.sr)
+        crack = self._noise.standard_normal(n).astype(np.float32) * _decay(n, 0.008, self.sr)
         x = rumble + 0.7 * sub + 0.35 * crack
         return (0.38 + 0.32 * strength) * _norm(x)
 
@@ -226,7 +228,7 @@ class EventSynth:
         f = tb.impact_f0 * float(np.clip(0.05 / max(size, 1e-3), 0.5, 2.0)) * rng.uniform(0.93, 1.07)
         fi = f * (1 + 1.2 * np.exp(-t / 0.012))
         thump = np.cos(2 * np.pi * np.cumsum(fi) / self.sr) * _decay(len(t), 0.03 + 0.05 * strength, self.sr)
-        click = rng.standard_normal(len(t)).astype(np.float32) * _decay(len(t), 0.003, self.sr)
+        click = self._noise.standard_normal(len(t)).astype(np.float32) * _decay(len(t), 0.003, self.sr)
         return (0.12 + 0.5 * strength) * _norm(thump + 0.4 * click)
 
 
@@ -236,9 +238,10 @@ class Engine:
     ``chunk(speed01, x)`` takes the player's speed normalised to [0, 1] and its on-screen x; pitch,
     level and pan are interpolated linearly from the previous chunk's values (no zipper noise)."""
 
-    def __init__(self, timbre: Timbre, *, rng: np.random.Generator, sample_rate: int, hop: int) -> None:
+    def __init__(self, timbre: Timbre, *, rng: np.random.Generator, sample_rate: int, hop: int,
+                 noise: np.random.Generator | None = None) -> None:
         self.timbre, self.sr, self.hop = timbre, sample_rate, hop
-        self._rng = rng
+        self._noise = rng if noise is None else noise  # the whoosh's Gaussian noise
         self._phase = 0.0
         self._speed = 0.0
         self._x = 0.5
@@ -257,7 +260,7 @@ class Engine:
         hum = np.zeros(self.hop, np.float32)
         for k, amp in ((1, 1.0), (2, 0.55), (3, 0.35), (4, 0.2), (5, 0.12)):
             hum += amp * np.sin(k * phase)
-        whoosh, self._zi = lfilter(self._b, self._a, self._rng.standard_normal(self.hop), zi=self._zi)
+        whoosh, self._zi = lfilter(self._b, self._a, self._noise.standard_normal(self.hop), zi=self._zi)
         mono = (0.012 + 0.035 * speed) * hum / 2.2 + 0.03 * speed * whoosh.astype(np.float32)
         theta = np.clip(xs, 0.0, 1.0) * (np.pi / 2)
         return np.stack([mono * np.cos(theta), mono * np.sin(theta)]).astype(np.float32)
@@ -272,11 +275,13 @@ class Ambience:
     * grid  — mains hum (fundamental + odd harmonics) and a faint hiss.
     """
 
-    def __init__(self, scene: str, *, rng: np.random.Generator, sample_rate: int, hop: int) -> None:
+    def __init__(self, scene: str, *, rng: np.random.Generator, sample_rate: int, hop: int,
+                 noise: np.random.Generator | None = None) -> None:
         if scene not in SCENES:
             raise ValueError(f"unknown scene {scene!r}; valid: {', '.join(SCENES)}")
         self.scene, self.sr, self.hop = scene, sample_rate, hop
         self._rng = rng
+        self._noise = rng if noise is None else noise  # Gaussian noise samples only
         self._n = 0  # samples emitted so far
         self._t = np.arange(hop, dtype=np.float64) / sample_rate
         nyq = sample_rate / 2
@@ -293,10 +298,10 @@ class Ambience:
         self._drip = np.zeros((2, 0), np.float32)  # pending tail of a drip
 
     def chunk(self) -> np.ndarray:
-        rng, hop = self._rng, self.hop
+        hop = self.hop
         t = self._t + self._n / self.sr
         self._n += hop
-        noise, self._zi = lfilter(self._b, self._a, rng.standard_normal((2, hop)), zi=self._zi, axis=1)
+        noise, self._zi = lfilter(self._b, self._a, self._noise.standard_normal((2, hop)), zi=self._zi, axis=1)
         if self.scene == "space":
             f = self._hum_f
             hum = np.sin(2 * np.pi * f * t) + 0.8 * np.sin(2 * np.pi * (f * 1.005) * t + 1.0)
@@ -338,16 +343,23 @@ class SoundScape:
 
     ``events`` are the world's event dicts of this frame (``type``, ``x``, ``size``, ``strength``);
     each one's sound starts at sample 0 of this chunk.  :attr:`last_events_stem` holds the event
-    layer alone (before limiting) for tests and evaluation.
+    layer alone (before limiting) for tests and evaluation.  ``noise_seed`` draws the Gaussian noise
+    (gun, explosion, clicks, whoosh, ambience) from its own generators and leaves everything else as
+    ``seed`` makes it; ``None`` (default) draws it from the same generators as the rest.
     """
 
-    def __init__(self, *, scene: str, timbre: Timbre, seed: np.random.SeedSequence) -> None:
+    def __init__(self, *, scene: str, timbre: Timbre, seed: np.random.SeedSequence,
+                 noise_seed: int | None = None) -> None:
         sr, hop = CONTRACT.sample_rate, CONTRACT.hop
         self.sample_rate, self.hop = sr, hop
         e_rng, g_rng, a_rng = (np.random.default_rng(s) for s in seed.spawn(3))
-        self.synth = EventSynth(timbre, rng=e_rng, sample_rate=sr)
-        self.engine = Engine(timbre, rng=g_rng, sample_rate=sr, hop=hop)
-        self.ambience = Ambience(scene, rng=a_rng, sample_rate=sr, hop=hop)
+        e_noise = g_noise = a_noise = None
+        if noise_seed is not None:
+            e_noise, g_noise, a_noise = (np.random.default_rng(s)
+                                         for s in np.random.SeedSequence(noise_seed).spawn(3))
+        self.synth = EventSynth(timbre, rng=e_rng, sample_rate=sr, noise=e_noise)
+        self.engine = Engine(timbre, rng=g_rng, sample_rate=sr, hop=hop, noise=g_noise)
+        self.ambience = Ambience(scene, rng=a_rng, sample_rate=sr, hop=hop, noise=a_noise)
         self._events = OverlapBuffer(capacity=2 * sr)  # longest sound is 1.3 s
         self.last_events_stem = np.zeros((2, hop), np.float32)
 

@@ -159,9 +159,11 @@ class World:
     :attr:`events` (every event so far, when ``keep_log``), :attr:`quiet` (this frame is part of a
     quiet stretch), :attr:`quiet_spans` (``[start, end)`` frame ranges of the quiet stretches so
     far), :attr:`last_events_audio` (this frame's event layer alone, before engine and ambience).
+    ``noise_seed``: see :func:`world_audio`.
     """
 
-    def __init__(self, seed: int, *, width: int = 640, height: int = 360, keep_log: bool = True) -> None:
+    def __init__(self, seed: int, *, width: int = 640, height: int = 360, keep_log: bool = True,
+                 noise_seed: int | None = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if width < MIN_SIZE or height < MIN_SIZE:
@@ -174,7 +176,8 @@ class World:
         self._rng = np.random.default_rng(ss_sim)
         bg_rng = np.random.default_rng(ss_bg)
         self.renderer = Renderer(self.style, width=self.width, height=self.height, rng=bg_rng)
-        self.sound = SoundScape(scene=self.style.scene, timbre=self.style.timbre, seed=ss_sound)
+        self.sound = SoundScape(scene=self.style.scene, timbre=self.style.timbre, seed=ss_sound,
+                                noise_seed=noise_seed)
         self.keep_log = keep_log
 
         self.frame_index = -1
@@ -508,10 +511,13 @@ class World:
                     del self.quiet_spans[0]
 
 
-def world_audio(seed: int, n_frames: int, size: tuple[int, int] = (640, 360)):
+def world_audio(seed: int, n_frames: int, size: tuple[int, int] = (640, 360), *,
+                noise_seed: int | None = None):
     """Sound, events and quiet spans of the first ``n_frames`` of world ``seed``, without drawing a
-    frame: ``(audio (2, n_frames·1600) float32, events, quiet spans as [start, end) lists)``."""
-    world = World(seed, width=size[0], height=size[1])
+    frame: ``(audio (2, n_frames·1600) float32, events, quiet spans as [start, end) lists)``.
+    ``noise_seed``: the same world (events, pitches, timings, tones' phases) with every Gaussian
+    noise sample drawn afresh — what a perfect codec that does not carry the noise would give."""
+    world = World(seed, width=size[0], height=size[1], noise_seed=noise_seed)
     audio = np.empty((CONTRACT.channels, n_frames * CONTRACT.hop), np.float32)
     for i in range(n_frames):
         _, chunk, _ = world.step(render=False)

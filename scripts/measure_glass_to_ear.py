@@ -69,9 +69,13 @@ def main() -> int:
     p.add_argument("--size", default="320x180", help="picture size WxH (default 320x180)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--nfe", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--optimize", action="store_true", help="the int8 compiled vision path (as `live --optimize`)")
+    p.add_argument("--cushion-ms", type=float, default=None, help="silence queued ahead of the first chunk "
+                   "(default: the engine's)")
     p.add_argument("--load", choices=("quiet", "busy", "both"), default="quiet",
                    help="quiet, one core busy with another process, or both in turn (default quiet)")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.add_argument("--plot", type=Path, help="draw where the time goes (a PNG) here")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -81,19 +85,21 @@ def main() -> int:
     os.environ.update({k: env[k] for k in ("HOME", "XDG_RUNTIME_DIR", "PULSE_SINK")})  # before sounddevice
     try:
         from audio.measure import competing_load
-        from model.generator import load_generator
         from plugin.live.outside import measure
 
-        gen = load_generator(args.model)
         results = {}
         for load in (("quiet", "busy") if args.load == "both" else (args.load,)):
             print(f"{load}: {args.seconds:.0f} s of world {args.seed} at {w}x{h} on {display} …", flush=True)
             with competing_load(1) if load == "busy" else _nothing():
-                r = measure(gen, display=display, monitor="livefoley.monitor", pulse_env=env, seed=args.seed,
-                            seconds=args.seconds, size=(w, h), threads=args.threads, nfe=args.nfe)
+                r = measure(args.model, display=display, monitor="livefoley.monitor", pulse_env=env, seed=args.seed,
+                            seconds=args.seconds, size=(w, h), threads=args.threads, nfe=args.nfe,
+                            optimize=args.optimize,
+                            **({} if args.cushion_ms is None else {"cushion_ms": args.cushion_ms}))
             st = r.pop("stats")
             r["engine"] = {k: st.get(k) for k in ("chunks", "underruns", "underruns_after_startup", "fill_ins",
-                                                  "skipped_slots", "glass_to_ear_ms", "policy")}
+                                                  "skipped_slots", "glass_to_ear_ms", "compute_ms", "vision_ms",
+                                                  "audio_path_ms", "device_queue_ms", "token_age_frames",
+                                                  "device_latency_ms", "policy")}
             results[load] = r
             print(json.dumps({k: v for k, v in r.items() if k != "engine"}, indent=1), flush=True)
     finally:
@@ -102,10 +108,52 @@ def main() -> int:
         if xvfb is not None:
             xvfb.terminate()
             xvfb.wait(timeout=10)
+    if args.plot:
+        plot_breakdown(results, args.plot, title=f"{args.model}, NFE {args.nfe or 'default'}, {args.threads} threads, "
+                       f"world {args.seed} at {w}x{h}, {args.seconds:.0f} s per row")
+        print(f"wrote {args.plot}")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results},
                                         indent=2, default=str))
     return 0
+
+
+PARTS = (("capture_wait_ms", "capture wait (picture → grab)", "#9e9e9e"),
+         ("grab_to_hand_ms", "grab → hand-over (vision, audio path, waits)", "#1f77b4"),
+         ("ring_ms", "engine's ring", "#ff7f0e"),
+         ("device_latency_ms", "device (reported)", "#2ca02c"))
+
+
+def plot_breakdown(results: dict, path: Path, *, title: str) -> None:
+    """One stacked bar per load: the medians of the parts of glass-to-ear, with the measured total."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from audio.files import atomic_path
+
+    fig = Figure(figsize=(9, 1.2 + 0.8 * len(results)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for row, r in enumerate(results.values()):
+        left = 0.0
+        for key, label, colour in PARTS:
+            v = r[key] if key == "device_latency_ms" else r[key]["p50"]
+            ax.barh(row, v, left=left, color=colour, label=label if row == 0 else None)
+            ax.text(left + v / 2, row, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white")
+            left += v
+        g = r["glass_to_ear_outside_ms"]
+        ax.text(left + 3, row, f"heard: p50 {g['p50']:.0f} / p95 {g['p95']:.0f} ms "
+                f"(ledger off by {r['heard_minus_ledger_ms']['p50']:+.1f})", va="center", fontsize=8)
+    ax.set_yticks(range(len(results)), list(results))
+    ax.invert_yaxis()
+    ax.set_xlabel("ms (medians of each part)")
+    ax.set_xlim(0, max(r["glass_to_ear_outside_ms"]["p95"] for r in results.values()) * 1.6)
+    ax.axvline(100, color="k", lw=0.8, ls="--")
+    ax.set_title(f"Where glass-to-ear goes — {title}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right", ncols=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 class _nothing:  # noqa: N801

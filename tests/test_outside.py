@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audio.contract import CONTRACT
-from plugin.live.outside import S16_TOL, locate_chunks, measure, report
+from plugin.live.outside import locate_chunks, measure, report
 
 SR, HOP = CONTRACT.sample_rate, CONTRACT.hop
 
@@ -67,7 +67,7 @@ def test_report_recovers_a_known_delay_and_capture_wait():
     assert late["heard_minus_ledger_ms"]["p50"] == pytest.approx(-30.0, abs=0.05)
 
 
-def test_outside_measurement_of_the_default_model_on_xvfb_and_pulseaudio(xvfb, pulse):
+def test_outside_measurement_of_the_default_model_on_xvfb_and_pulseaudio(xvfb, pulse, tmp_path):
     """Real pictures on a real X display, the real engine with the shipped model following the
     screen, the real sound server's monitor: every handed chunk is found in what was played, the
     engine's ledger says when it was heard (within the issue's 10 ms), and the generated onsets
@@ -76,7 +76,7 @@ def test_outside_measurement_of_the_default_model_on_xvfb_and_pulseaudio(xvfb, p
 
     gen = load_generator("default", device="cpu")
     out = measure(gen, display=xvfb.display, monitor=pulse.monitor, pulse_env=pulse.env, seed=100, seconds=10,
-                  threads=2, settle_s=2.0)
+                  threads=2, settle_s=2.0, work=tmp_path)
     st = out.pop("stats")
     print(f"\noutside: {out}\nengine rungs {st['policy']['seconds_at']} underruns {st['underruns']}")
     assert st["error"] is None and out["events"] > 5

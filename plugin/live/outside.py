@@ -26,7 +26,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -68,6 +67,14 @@ print("done", flush=True)
 """
 
 
+def _work_dir(directory: Path | None, prefix: str) -> Path:
+    """``directory`` (created), or a new temporary one: where a helper process leaves its files."""
+    if directory is None:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 class PicturePlayer:
     """Paint ``frames`` ((T, H, W, 3) uint8) at the top-left of X display ``display``: frame 0 from
     :meth:`start` on, frame ``i`` at ``at + i / fps`` once :meth:`play` gave ``at``; :meth:`finish`
@@ -75,11 +82,12 @@ class PicturePlayer:
     unsynchronised game's would be: the capture's grabs (30 fps) sweep every phase against the
     picture changes once every 33 s instead of sitting at one arbitrary phase."""
 
-    def __init__(self, frames: np.ndarray, *, display: str, fps: float = CONTRACT.fps * 1000 / 1001) -> None:
+    def __init__(self, frames: np.ndarray, *, display: str, fps: float = CONTRACT.fps * 1000 / 1001,
+                 directory: Path | None = None) -> None:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
         self.frames, self.display, self.fps = frames, display, float(fps)
-        self._dir = Path(tempfile.mkdtemp(prefix="livefoley-player-"))
+        self._dir = _work_dir(directory, "livefoley-player-")
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -120,60 +128,76 @@ class PicturePlayer:
             self._proc.wait(timeout=10)
 
 
-class MonitorRecorder:
-    """Record PulseAudio source ``monitor`` (float32 stereo 48 kHz) with each read's arrival timed."""
+_RECORDER = r"""
+import os, signal, subprocess, sys, time
+monitor, latency, audio_path, times_path = sys.argv[1:5]
+proc = subprocess.Popen(["parec", "-d", monitor, "--format=float32le", "--rate=48000", "--channels=2", "--raw",
+                         f"--latency-msec={latency}"], stdout=subprocess.PIPE)
+signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # parec ends, the loop reads its last bytes
+fd, total = proc.stdout.fileno(), 0
+with open(audio_path, "wb") as audio, open(times_path, "w") as times:
+    while True:
+        data = os.read(fd, 1 << 16)
+        now = time.monotonic()
+        if not data:
+            break
+        total += len(data)
+        audio.write(data)
+        times.write(f"{now!r} {total}\n")
+        if total < 1 << 16:
+            audio.flush(); times.flush()  # the parent waits for the first samples
+"""
 
-    def __init__(self, monitor: str, *, env: dict | None = None, latency_ms: int = 2) -> None:
+
+class MonitorRecorder:
+    """Record PulseAudio source ``monitor`` (float32 stereo 48 kHz) with each read's arrival timed.
+
+    The reading runs in its own process (``parec`` and a reader that stamps each read), so a
+    recorder polled every 2 ms takes nothing from the measured engine's interpreter; the low
+    latency matters: a null sink renders up to one of its blocks ahead, and the monitor hands the
+    block on as it is rendered (10 ms blocks put the heard moments ~9 ms early, measured)."""
+
+    def __init__(self, monitor: str, *, env: dict | None = None, latency_ms: int = 2,
+                 directory: Path | None = None) -> None:
         self.monitor, self.env, self.latency_ms = monitor, env, latency_ms
-        self._chunks: list[bytes] = []
-        self._arrivals: list[tuple[float, int]] = []  # (moment the read returned, bytes so far)
+        self._dir = _work_dir(directory, "livefoley-monitor-")
         self._proc: subprocess.Popen | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start ``parec`` and wait until samples flow (a null sink may sleep ~2 s before its first render)."""
+        """Start recording and wait until samples flow (a null sink may sleep ~2 s before its first render)."""
         self._proc = subprocess.Popen(
-            ["parec", "-d", self.monitor, "--format=float32le", f"--rate={CONTRACT.sample_rate}", "--channels=2",
-             "--raw", f"--latency-msec={self.latency_ms}"], env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
-        self._thread = threading.Thread(target=self._read, name="monitor-recorder", daemon=True)
-        self._thread.start()
+            [sys.executable, "-c", _RECORDER, self.monitor, str(self.latency_ms), str(self._dir / "audio.raw"),
+             str(self._dir / "times.txt")], env=self.env, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
-        while len(self._arrivals) < 4:
+        times = self._dir / "times.txt"
+        while not times.exists() or len(times.read_text().splitlines()) < 4:
             if time.monotonic() > deadline or self._proc.poll() is not None:
                 self.stop()
                 raise LivefoleyError(f"parec recorded nothing from {self.monitor!r} within {timeout:.0f} s")
             time.sleep(0.02)
 
-    def _read(self) -> None:
-        fd, total = self._proc.stdout.fileno(), 0
-        while True:
-            data = os.read(fd, 1 << 16)
-            now = time.monotonic()
-            if not data:
-                return
-            total += len(data)
-            self._chunks.append(data)
-            self._arrivals.append((now, total))
-
     def stop(self) -> None:
+        """Stop parec (the reader then writes out what it had) and wait for both."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
-            self._proc.wait(timeout=10)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
 
     def audio(self) -> np.ndarray:
-        """``(N, 2)`` float32: everything recorded so far."""
-        raw = b"".join(self._chunks)
+        """``(N, 2)`` float32: everything recorded."""
+        raw = (self._dir / "audio.raw").read_bytes()
         return np.frombuffer(raw[: len(raw) // 8 * 8], np.float32).reshape(-1, 2)
 
     def t0(self) -> float:
         """The moment sample 0 was rendered: ``min(arrival − samples so far / rate)`` over the reads
         (each read's last sample was rendered no later than it arrived)."""
-        if not self._arrivals:
+        rows = [line.split() for line in (self._dir / "times.txt").read_text().splitlines() if line.strip()]
+        if not rows:
             raise LivefoleyError("nothing recorded")
-        return min(t - (n // 8) / CONTRACT.sample_rate for t, n in self._arrivals)
+        return min(float(t) - (int(n) // 8) / CONTRACT.sample_rate for t, n in rows)
 
 
 def _matches(monitor: np.ndarray, pos: int, chunk: np.ndarray) -> bool:
@@ -237,13 +261,14 @@ def locate_chunks(monitor: np.ndarray, recorded: np.ndarray, predicted: np.ndarr
 
 def report(*, shown: np.ndarray, t0: float, monitor: np.ndarray, recorded: np.ndarray,
            hand_time: np.ndarray, queue_ms: np.ndarray, glass_to_ear_ms: np.ndarray,
-           reference: np.ndarray | None = None, skip_s: float = 1.0) -> dict:
+           device_latency_ms: float = 0.0, reference: np.ndarray | None = None, skip_s: float = 1.0) -> dict:
     """Everything the outside measurement says about one run.
 
     ``shown``: when each picture was on screen; ``t0``/``monitor``: the monitor recording and the
     moment of its sample 0; ``recorded``: what the engine handed to its sinks ((K·1600, 2));
     ``hand_time``/``queue_ms``/``glass_to_ear_ms``: the engine's per-chunk ledger
-    (:meth:`LiveEngine.series`); ``reference``: the pictures' own sound ((2, T·1600), the world's
+    (:meth:`LiveEngine.series`), ``device_latency_ms`` the part of the queue the device itself
+    reported (the rest is the engine's ring); ``reference``: the pictures' own sound ((2, T·1600), the world's
     ground truth), placed on the display's timeline to time the generated onsets against the
     picture changes.  Chunks handed out in the first ``skip_s`` (start-up) are left out."""
     from audio.metrics import DEFAULT_CONFIG, MetricsConfig, av_offset, onset_novelty
@@ -269,6 +294,10 @@ def report(*, shown: np.ndarray, t0: float, monitor: np.ndarray, recorded: np.nd
         "glass_to_ear_outside_ms": _rounded(percentiles(outside_ms)),
         "glass_to_ear_ledger_ms": _rounded(percentiles(glass_to_ear_ms[:k][keep])),
         "capture_wait_ms": _rounded(percentiles(wait_ms)),
+        # where the time goes: capture wait + grab → hand-over + ring + device + (heard − ledger)
+        "grab_to_hand_ms": _rounded(percentiles((hand_time[:k] - captured)[keep] * 1000)),
+        "ring_ms": _rounded(percentiles(queue_ms[:k][keep] - device_latency_ms)),
+        "device_latency_ms": round(float(device_latency_ms), 1),
         "picture_interval_ms": _rounded(percentiles(np.diff(shown) * 1000)),
     }
     if reference is not None:
@@ -291,13 +320,15 @@ def _rounded(d: dict) -> dict:
     return {key: round(v, 1) for key, v in d.items()}
 
 
-def measure(generator, *, display: str, monitor: str, pulse_env: dict | None = None, seed: int = 100,
+def measure(model, *, display: str, monitor: str, pulse_env: dict | None = None, seed: int = 100,
             seconds: float = 30.0, size: tuple[int, int] = (320, 180), threads: int = 2, nfe: int | None = None,
-            work: Path | None = None, settle_s: float = 3.0) -> dict:
+            work: Path | None = None, settle_s: float = 3.0, **engine_options) -> dict:
     """One outside measurement: world ``seed``'s pictures painted on ``display`` for ``seconds``, the
-    engine (``generator``) following the screen region they are painted in and playing to the
-    PulseAudio default sink, whose ``monitor`` is recorded.  The engine runs ``settle_s`` on the
-    first picture before the pictures start moving.  Returns :func:`report` plus the engine's
+    engine following the screen region they are painted in with ``model`` (a name or folder it
+    loads itself, or a loaded generator) and playing to the PulseAudio default sink, whose
+    ``monitor`` is recorded.  The engine runs ``settle_s`` on the first picture before the pictures
+    start moving; ``engine_options`` are more :class:`~plugin.live.config.EngineConfig` fields
+    (``optimize``, ``cushion_ms``, …).  Returns :func:`report` plus the engine's
     :meth:`~plugin.live.engine.LiveEngine.stats`."""
     from capture.synthetic import render_clip
     from plugin.live.config import EngineConfig
@@ -305,13 +336,14 @@ def measure(generator, *, display: str, monitor: str, pulse_env: dict | None = N
 
     w, h = size
     frames, reference, events = render_clip(seed, seconds, width=w, height=h)
-    work = Path(tempfile.mkdtemp(prefix="livefoley-outside-")) if work is None else work
+    work = _work_dir(work, "livefoley-outside-")
     wav = work / "handed.wav"
-    recorder = MonitorRecorder(monitor, env=pulse_env)
-    player = PicturePlayer(frames, display=display)
+    recorder = MonitorRecorder(monitor, env=pulse_env, directory=work / "monitor")
+    player = PicturePlayer(frames, display=display, directory=work / "player")
     cfg = EngineConfig(source=f"screen:0,0,{w},{h}", source_options={"display": display}, sinks=("device",),
-                       record=str(wav), threads=threads, nfe=nfe)
-    engine = LiveEngine(config=cfg, generator=generator)
+                       record=str(wav), threads=threads, nfe=nfe, **engine_options,
+                       **({"model": str(model)} if isinstance(model, str | Path) else {}))
+    engine = LiveEngine(config=cfg, generator=None if isinstance(model, str | Path) else model)
     recorder.start()
     try:
         player.start()
@@ -329,7 +361,8 @@ def measure(generator, *, display: str, monitor: str, pulse_env: dict | None = N
 
     recorded, _ = soundfile.read(wav, dtype="float32", always_2d=True)
     raw = {"shown": shown, "t0": recorder.t0(), "hand_time": engine.series("hand_time"),
-           "queue_ms": engine.series("device_queue_ms"), "glass_to_ear_ms": engine.series("glass_to_ear_ms")}
+           "queue_ms": engine.series("device_queue_ms"), "glass_to_ear_ms": engine.series("glass_to_ear_ms"),
+           "device_latency_ms": engine.stats()["device_latency_ms"] or 0.0}
     np.savez(work / "ledger.npz", **raw)  # for a closer look: every moment of the run
     out = report(monitor=recorder.audio(), recorded=recorded, reference=reference, skip_s=settle_s + 0.5, **raw)
     out["events"] = len(events)

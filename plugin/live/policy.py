@@ -6,6 +6,7 @@ measurements behind it): ``docs/live-engine.md``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from audio.contract import CONTRACT
@@ -35,11 +36,11 @@ def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> li
     no_guidance = 1.0 if guidance != 1.0 else None
     if no_guidance is not None:
         rungs.append(Rung("cfg-off", True, nfe=low_nfe, guidance=no_guidance, vision_every=2))
+    rungs.append(Rung("no-wait", False, nfe=low_nfe, guidance=no_guidance))
     rungs.append(Rung("vision/4", True, nfe=low_nfe, guidance=no_guidance, vision_every=4))
     rungs.append(Rung("vision/8", True, nfe=low_nfe, guidance=no_guidance, vision_every=8))
-    for k in (1, 4, 8):
-        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance,
-                          vision_every=k))
+    for k in (4, 8):
+        rungs.append(Rung(f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance, vision_every=k))
     return rungs
 
 
@@ -86,7 +87,9 @@ class DegradationPolicy:
 
         ``predict(rung) -> ms | None``: the expected compute per slot on a rung (from the measured
         vision and audio-path times); a step down is taken only when the rung below is predicted to
-        fit (< ``high`` × T), so a rung that cannot work is not tried again and again."""
+        fit (< ``high`` × T), so a rung that cannot work is not tried again and again.  A rung that
+        can never work (``inf``: it waits for vision that cannot finish in time) is stepped over,
+        climbing and descending."""
         c = self.config
         self._slot += 1
         self._since_change += 1
@@ -101,7 +104,10 @@ class DegradationPolicy:
                 flapped = self._entered_down and self._slot - self._entered_at_slot < c.flap_s * CONTRACT.fps
                 if flapped:
                     self.hold = min(2 * self.hold, c.max_hold_slots)
-                return self._move(+1)
+                target = self.level + 1
+                while target < self.top and predict is not None and predict(self.rungs[target]) == math.inf:
+                    target += 1
+                return self._move(target - self.level)
             return None
         if self.ewma < c.low * CONTRACT.frame_ms:
             self._below += 1
@@ -110,10 +116,13 @@ class DegradationPolicy:
         if self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
             self.hold = c.hold_slots  # a level that held for 30 s resets the back-off
         if self.level > 0 and self._below >= self.hold:
-            expected = None if predict is None else predict(self.rungs[self.level - 1])
+            target = self.level - 1
+            while target > 0 and predict is not None and predict(self.rungs[target]) == math.inf:
+                target -= 1
+            expected = None if predict is None else predict(self.rungs[target])
             if expected is not None and expected >= c.high * CONTRACT.frame_ms:
                 return None  # the rung below would not fit
-            return self._move(-1)
+            return self._move(target - self.level)
         return None
 
     def jump(self, level: int) -> Rung:

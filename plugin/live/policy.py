@@ -104,10 +104,7 @@ class DegradationPolicy:
                 flapped = self._entered_down and self._slot - self._entered_at_slot < c.flap_s * CONTRACT.fps
                 if flapped:
                     self.hold = min(2 * self.hold, c.max_hold_slots)
-                target = self.level + 1
-                while target < self.top and predict is not None and predict(self.rungs[target]) == math.inf:
-                    target += 1
-                return self._move(target - self.level)
+                return self._move(self._possible(self.level + 1, +1, predict) - self.level)
             return None
         if self.ewma < c.low * CONTRACT.frame_ms:
             self._below += 1
@@ -116,14 +113,20 @@ class DegradationPolicy:
         if self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
             self.hold = c.hold_slots  # a level that held for 30 s resets the back-off
         if self.level > 0 and self._below >= self.hold:
-            target = self.level - 1
-            while target > 0 and predict is not None and predict(self.rungs[target]) == math.inf:
-                target -= 1
+            target = self._possible(self.level - 1, -1, predict)
             expected = None if predict is None else predict(self.rungs[target])
             if expected is not None and expected >= c.high * CONTRACT.frame_ms:
                 return None  # the rung below would not fit
             return self._move(target - self.level)
         return None
+
+    def _possible(self, level: int, step: int, predict) -> int:
+        """From ``level`` on, in the direction of ``step``, the first rung not predicted ``inf`` (one
+        that could never work); the end of the ladder at the latest."""
+        end = self.top if step > 0 else 0
+        while level != end and predict is not None and predict(self.rungs[level]) == math.inf:
+            level += step
+        return level
 
     def jump(self, level: int) -> Rung:
         """Go straight to ``level`` (counted as one change, with the same back-off as a climb)."""

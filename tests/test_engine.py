@@ -488,6 +488,30 @@ def test_configure_reset_swap_and_restart_while_running(generator, tmp_path):
     assert again["chunks"] >= 15 and again["resets"] == 0 and read(rec).shape[0] == again["chunks"] * HOP
 
 
+def test_no_frame_offered_while_vision_is_paused_is_encoded_before_the_pause_ends(generator):
+    """A reset or a model swap pauses the vision thread: a frame the dispatcher offers meanwhile
+    waits, so it is never encoded with a session being reset or closed (CI once saw the vision
+    thread step a tokenizer whose stream had just been closed by a swap)."""
+    from plugin.live.vision import VisionThread
+
+    vision = VisionThread(threads=1, on_encoded=lambda ms: None)
+    try:
+        with generator.stream(seed=0) as session:
+            vision.set_session(session)
+            frame = moving_picture(0, 320, 180)
+            with vision.paused():
+                vision.offer(frame)
+                time.sleep(0.5)
+                assert vision.newest() == (None, None)
+            deadline = time.monotonic() + 30
+            while vision.newest()[0] is None:
+                assert time.monotonic() < deadline, "the frame offered during the pause was never encoded"
+                time.sleep(0.01)
+            vision.quiesce()
+    finally:
+        vision.close()
+
+
 def _run_for_memory(generator, seconds: float, leak: list | None = None) -> tuple[list[float], np.ndarray]:
     """An accelerated run (the synthetic world rendered as fast as possible, null sink, the cheapest
     rung so that most slots take the audio path only) sampling RSS and Python's allocated blocks

@@ -670,8 +670,8 @@ class LiveEngine:
 
     def _apply_control(self, session, ctl: _Control):
         if ctl.kind == "reset":
-            self._vision_thread.quiesce()
-            session.reset()
+            with self._vision_thread.paused():
+                session.reset()
             # the previous token stays as the fallback until the new scene's first token is ready,
             # so the reset costs no wait (the VAE restarts from its initial state: a hard cut)
             self.counts["resets"] += 1
@@ -694,20 +694,20 @@ class LiveEngine:
         new = loader.result() if loader is not None else ctl.args["generator"]
         if nfe is not None:
             new.check_nfe(nfe)
-        self._vision_thread.quiesce()
-        session.__exit__(None, None, None)
-        self._stream_session = None
-        self._generator = new
-        if nfe is not None:
-            self._nfe = nfe
-        if guidance is not None:
-            self._guidance = guidance
-        try:
-            session = self._open_session(new)
-        except LivefoleyError:
-            # e.g. the previous NFE does not exist in the new model: fall back to its defaults
-            self._nfe = nfe
-            session = self._open_session(new)
+        with self._vision_thread.paused():
+            session.__exit__(None, None, None)
+            self._stream_session = None
+            self._generator = new
+            if nfe is not None:
+                self._nfe = nfe
+            if guidance is not None:
+                self._guidance = guidance
+            try:
+                session = self._open_session(new)
+            except LivefoleyError:
+                # e.g. the previous NFE does not exist in the new model: fall back to its defaults
+                self._nfe = nfe
+                session = self._open_session(new)
         self.counts["model_swaps"] += 1
         return session
 

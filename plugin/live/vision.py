@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 
 
 class VisionThread:
@@ -15,8 +16,10 @@ class VisionThread:
     ``replaced``); the thread encodes one frame at a time with ``session.encode`` and publishes
     ``(token, frame)``; :meth:`newest` returns what was last published.  It serves the pipelined
     rungs; on the waiting rungs the worker encodes itself, holding :attr:`encoding` as this thread
-    does, so that two encodes never overlap.  :meth:`quiesce` lets the encode in flight finish and
-    drops the waiting frame: a reset or a model swap never runs concurrently with an encode."""
+    does, so that two encodes never overlap.  :meth:`paused` lets the encode in flight finish, drops
+    the waiting frame and starts no encode until its block is left: a reset or a model swap never
+    runs concurrently with an encode, and no frame offered meanwhile is encoded with a session
+    being closed."""
 
     def __init__(self, *, threads: int | None, on_encoded) -> None:
         self._cond = threading.Condition()
@@ -25,6 +28,7 @@ class VisionThread:
         self._session = None
         self._pending = None
         self._busy = False
+        self._paused = False
         self._closed = False
         self._token = None
         self._frame = None
@@ -61,6 +65,18 @@ class VisionThread:
             self._pending = None
             self._cond.wait_for(lambda: not self._busy)
 
+    @contextmanager
+    def paused(self):
+        with self._cond:
+            self._paused = True
+        try:
+            self.quiesce()
+            yield
+        finally:
+            with self._cond:
+                self._paused = False
+                self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -74,7 +90,8 @@ class VisionThread:
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._closed or (self._pending is not None and self._session is not None))
+                    lambda: self._closed or (self._pending is not None and self._session is not None
+                                             and not self._paused))
                 if self._closed:
                     return
                 frame, self._pending = self._pending, None

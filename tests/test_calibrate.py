@@ -102,7 +102,7 @@ def test_correction_is_the_picture_delay_that_cancels_the_offset():
 def test_an_engine_that_fell_behind_is_named_as_the_cause():
     """The policy's seconds per rung over a recording: mostly on rungs that skip or pipeline vision
     → the reason the sound cannot follow the picture; mostly frame by frame → no excuse."""
-    ladder = ["full", "vision/2", "cfg-off", "no-wait", "vision/4", "vision/8", "no-wait/4", "no-wait/8"]
+    ladder = ["full", "vision/2", "cfg-off", "vision/4", "vision/8", "no-wait", "no-wait/4", "no-wait/8"]
     start = {"seconds_at": {"full": 3.0}, "ladder": ladder, "every_frame": ["full"]}
     slow = {**start, "seconds_at": {"full": 8.0, "vision/8": 5.0, "no-wait/8": 20.0}}
     why = falling_behind(start, slow)

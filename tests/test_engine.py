@@ -226,11 +226,11 @@ def assert_recording_was_played(played: np.ndarray, recorded: np.ndarray, volume
 
 def test_ladder_leaves_out_rungs_that_change_nothing():
     names = [r.name for r in build_ladder(nfe=1, guidance=3.0, valid_nfe=(1, 2, 4))]
-    assert names == ["full", "vision/2", "cfg-off", "no-wait", "vision/4", "vision/8", "no-wait/4", "no-wait/8"]
+    assert names == ["full", "vision/2", "cfg-off", "vision/4", "vision/8", "no-wait", "no-wait/4", "no-wait/8"]
     full = build_ladder(nfe=4, guidance=1.0, valid_nfe=(1, 2, 4))
-    assert [r.name for r in full][:6] == ["full", "nfe-1", "vision/2", "no-wait", "vision/4", "vision/8"]
-    assert [r.wait_for_vision for r in full] == [True, True, True, False, True, True, False, False]
-    assert [r.vision_every for r in full] == [1, 1, 2, 1, 4, 8, 4, 8]
+    assert [r.name for r in full][:6] == ["full", "nfe-1", "vision/2", "vision/4", "vision/8", "no-wait"]
+    assert all(r.wait_for_vision for r in full[:5]) and not any(r.wait_for_vision for r in full[5:])
+    assert [r.vision_every for r in full] == [1, 1, 2, 4, 8, 1, 4, 8]
     assert all(r.nfe == 1 for r in full[1:]) and all(r.guidance is None for r in full)
 
 
@@ -245,14 +245,14 @@ def test_policy_climbs_when_late_and_comes_down_with_backoff():
     while len(moves) < 3:  # late slots count as 1.5 budgets: one rung per settle period
         if (m := pol.observe(slow, late=True)) is not None:
             moves.append((sum(pol.slots_at), m.name))
-    assert [name for _, name in moves] == ["vision/2", "cfg-off", "no-wait"]
+    assert [name for _, name in moves] == ["vision/2", "cfg-off", "vision/4"]
     assert [b - a for (a, _), (b, _) in zip(moves, moves[1:], strict=False)] == [8, 8]
     for _ in range(9):
         assert pol.observe(fast) is None  # below `low`, but not for `hold` slots yet
     assert pol.observe(fast).name == "cfg-off"
     for _ in range(7):  # it went down and must go back up within flap_s: the hold doubles
         assert pol.observe(slow, late=True) is None
-    assert pol.observe(slow, late=True).name == "no-wait" and pol.hold == 20
+    assert pol.observe(slow, late=True).name == "vision/4" and pol.hold == 20
     for _ in range(19):
         assert pol.observe(fast) is None
     assert pol.observe(fast).name == "cfg-off"
@@ -266,33 +266,32 @@ def test_policy_climbs_when_late_and_comes_down_with_backoff():
     for _ in range(60):
         pol.observe(fast, predict=lambda r: fast)
     assert pol.rung.name == "full" and pol.changes == 8
-    assert pol.jump(3).name == "no-wait" and pol.changes == 9
+    assert pol.jump(5).name == "no-wait" and pol.changes == 9
 
 
 def test_policy_steps_over_rungs_that_can_never_work():
     """Vision too slow to be waited for (a rung that waits for it is predicted ``inf``): climbing from
-    ``no-wait`` goes past the waiting rungs ``vision/4`` and ``vision/8`` to ``no-wait/4``, and coming
-    down from there goes back to ``no-wait``, not into them."""
+    ``cfg-off`` goes past the waiting rungs ``vision/4`` and ``vision/8`` to ``no-wait``, and coming
+    down from there goes past them too, to the first waiting rung predicted to fit."""
     rungs = build_ladder(nfe=1, guidance=3.0, valid_nfe=(1,))
     names = [r.name for r in rungs]
     pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, settle_slots=4, hold_slots=10), rungs=rungs)
-    pol.start_at(names.index("no-wait"))
+    pol.start_at(names.index("cfg-off"))
     fast, slow = 0.3 * CONTRACT.frame_ms, 0.7 * CONTRACT.frame_ms
 
     def predict(r):
-        return math.inf if r.wait_for_vision else fast
+        return math.inf if r.wait_for_vision and r.name != "vision/2" else fast
 
-    moved = None
-    while moved is None:
-        moved = pol.observe(slow, late=True, predict=predict)
-    assert moved.name == "no-wait/4"
+    while (moved := pol.observe(slow, late=True, predict=predict)) is None:
+        pass
+    assert moved.name == "no-wait"
     while (moved := pol.observe(fast, predict=predict)) is None:
         pass
-    assert moved.name == "no-wait" and pol.rung.name == "no-wait"
+    assert moved.name == "vision/2"
     # with nothing known about vision the next rung up is simply the next one
     while (moved := pol.observe(slow, late=True)) is None:
         pass
-    assert moved.name == "vision/4"
+    assert moved.name == "cfg-off"
 
 
 def test_policy_limits_and_disabled():

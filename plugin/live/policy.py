@@ -36,11 +36,11 @@ def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> li
     no_guidance = 1.0 if guidance != 1.0 else None
     if no_guidance is not None:
         rungs.append(Rung("cfg-off", True, nfe=low_nfe, guidance=no_guidance, vision_every=2))
-    rungs.append(Rung("no-wait", False, nfe=low_nfe, guidance=no_guidance))
     rungs.append(Rung("vision/4", True, nfe=low_nfe, guidance=no_guidance, vision_every=4))
     rungs.append(Rung("vision/8", True, nfe=low_nfe, guidance=no_guidance, vision_every=8))
-    for k in (4, 8):
-        rungs.append(Rung(f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance, vision_every=k))
+    for k in (1, 4, 8):
+        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance,
+                          vision_every=k))
     return rungs
 
 

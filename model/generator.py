@@ -268,6 +268,13 @@ class StreamSession:
         with torch.inference_mode():
             return self.gen.model.tokenizer.step(_as_rgb(frame), lap=lap)
 
+    def held(self) -> Tensor:
+        """The token of the frame last encoded, shown again (:meth:`FrameTokenizer.held_token`): what
+        a frame that is not encoded gets.  Touches the same state as :meth:`encode` (call it right
+        after, from the same thread)."""
+        with torch.inference_mode():
+            return self.gen.model.tokenizer.held_token()
+
     def step_token(self, v_token: Tensor) -> np.ndarray:
         """Same as :meth:`step` for an already computed vision token (d_token,)."""
         self.clock.start()

@@ -159,10 +159,12 @@ def start_obs(pulse_env: dict, *, scripts: list[dict] | None = None) -> ObsProce
     return obs
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def obs(xvfb, pulse):
     """A real OBS (websocket on a free port, random password) under the session's Xvfb, sharing its
-    PulseAudio server; killed by PID at the end."""
+    PulseAudio server; killed by PID when the module's tests are done.  Not kept for the session: an
+    OBS left idle renders in software here and keeps a fifth to a third of a core busy, which the
+    timing-bound tests after it (the engine's, the outside measurement's) would share."""
     server = start_obs(pulse.env)
     yield server
     server.kill(signal.SIGTERM)

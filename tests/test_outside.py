@@ -9,6 +9,7 @@ import pytest
 
 from audio.contract import CONTRACT
 from plugin.live.outside import locate_chunks, measure, report
+from tests.conftest import in_fresh_process
 
 SR, HOP = CONTRACT.sample_rate, CONTRACT.hop
 
@@ -67,16 +68,22 @@ def test_report_recovers_a_known_delay_and_capture_wait():
     assert late["heard_minus_ledger_ms"]["p50"] == pytest.approx(-30.0, abs=0.05)
 
 
+def _measure_default_model(display: str, monitor: str, pulse_env: dict, work) -> dict:
+    from model.generator import load_generator
+
+    gen = load_generator("default", device="cpu")
+    return measure(gen, display=display, monitor=monitor, pulse_env=pulse_env, seed=100, seconds=10, threads=2,
+                   settle_s=2.0, work=work)
+
+
 def test_outside_measurement_of_the_default_model_on_xvfb_and_pulseaudio(xvfb, pulse, tmp_path):
     """Real pictures on a real X display, the real engine with the shipped model following the
     screen, the real sound server's monitor: every handed chunk is found in what was played, the
     engine's ledger says when it was heard (within the issue's 10 ms), and the generated onsets
     follow the picture changes — after them, never before."""
-    from model.generator import load_generator
-
-    gen = load_generator("default", device="cpu")
-    out = measure(gen, display=xvfb.display, monitor=pulse.monitor, pulse_env=pulse.env, seed=100, seconds=10,
-                  threads=2, settle_s=2.0, work=tmp_path)
+    # in a fresh process (tests/conftest.py): how fast the engine runs decides its rung, and its rung how
+    # closely the sound can follow the pictures — what earlier tests left in this process must not tilt it
+    out = in_fresh_process(_measure_default_model, xvfb.display, pulse.monitor, pulse.env, tmp_path)
     st = out.pop("stats")
     print(f"\noutside: {out}\nengine rungs {st['policy']['seconds_at']} underruns {st['underruns']}")
     assert st["error"] is None and out["events"] > 5

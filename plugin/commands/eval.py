@@ -82,6 +82,10 @@ def register(subparsers) -> None:
     gen.add_argument("--look", default="world", choices=sorted(LOOKS),
                      help="draw the world differently (pictures a model may not have trained on): "
                           + "; ".join(f"{k}: {v}" for k, v in LOOKS.items()).replace("%", "%%"))
+    gen.add_argument("--vision-every", type=int, default=1, metavar="N",
+                     help="show the model a new picture only every N-th frame, the last one again in between "
+                          "(as the live engine's vision/N rungs feed it): how well the sound follows the "
+                          "picture when the engine cannot encode every frame (default 1: every frame)")
     gen.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
     add_dinov2_weights(gen)
     p.add_argument("--vae-ceiling", action="store_true",
@@ -190,19 +194,23 @@ def _row(name: str, kind: str, clips: list[dict], **extra) -> dict:
 # -------------------------------------------------------------------------------------- VAE ceiling
 # ---------------------------------------------------------------------------------- mode (a): model
 def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | None = None,
-                  look: str = "world"):
+                  look: str = "world", vision_every: int = 1):
     """Frames of world ``seed`` in ``look`` (capture/synthetic/looks.py), drawn lazily (a clip is
-    never held in memory whole); frames whose index is a key of ``keep`` are stored there."""
+    never held in memory whole); frames whose index is a key of ``keep`` are stored there.  With
+    ``vision_every`` N > 1, frame ``i`` is frame ``i − i mod N`` (a frame shown again gives the
+    token the live engine feeds for a frame it does not encode: ``session.held()``)."""
     from capture.synthetic import World
     from capture.synthetic.looks import apply_look
 
     world = World(seed, width=size[0], height=size[1])
+    shown = None
     for i in range(n_frames):
         frame, _, _ = world.step()
-        frame = apply_look(frame, look)
+        if i % vision_every == 0:
+            shown = apply_look(frame, look)
         if keep is not None and i in keep:
-            keep[i] = frame.copy()
-        yield frame
+            keep[i] = shown.copy()
+        yield shown
 
 
 def _run_model(args, metrics) -> dict:
@@ -220,6 +228,8 @@ def _run_model(args, metrics) -> dict:
     if not (0 < args.seconds <= 3600):
         raise UsageError(f"--seconds must be a positive number of at most 3600 (an hour per seed), got "
                              f"{args.seconds}")
+    if args.vision_every < 1:
+        raise UsageError(f"--vision-every must be a whole number of frames ≥ 1, got {args.vision_every}")
     n_frames = int(round(args.seconds * CONTRACT.fps))
     if n_frames < 2:
         raise UsageError(f"--seconds {args.seconds} gives fewer than 2 frames; evaluate at least 0.1 s")
@@ -261,7 +271,8 @@ def _run_model(args, metrics) -> dict:
                 plot_data = {"reference": reference, "events": events, "generated": {}, "keep": keep,
                              "title": f"{args.model} on synthetic:{seed}"}
             for j, (name, nfe) in enumerate(variants):
-                frames = _world_frames(seed, n_frames, size, keep if j == 0 else None, args.look)
+                frames = _world_frames(seed, n_frames, size, keep if j == 0 else None, args.look,
+                                       args.vision_every)
                 t = time.perf_counter()
                 audio = gen.generate(frames, seed=seed, nfe=nfe, guidance=guidance, progress=bar.update)
                 gen_s[name] += time.perf_counter() - t
@@ -307,6 +318,7 @@ def _run_model(args, metrics) -> dict:
         "seconds": n_frames / CONTRACT.fps,
         "size": list(size),
         "look": args.look,
+        "vision_every": args.vision_every,
         "load_s": round(load_s, 3),
         "rows": rows,
     }

@@ -418,15 +418,29 @@ def test_slow_vision_triggers_the_policy_without_growing_latency(pulse):
     assert age.mean() >= 1.5  # the sound follows tokens at least a frame old: vision is the bottleneck
 
 
-def _slow_vision_run():
+def test_a_rung_too_slow_for_the_machine_still_follows_the_picture(pulse):
+    """Held on ``full`` (``max_rung=0``) with every encode 60 ms slower: the device ring is always low,
+    so the engine postpones encodes to protect it — but by one cadence at most, never for good (it
+    once kept its first token for the whole run: token age growing by 30 frames a second)."""
+    st = in_fresh_process(_slow_vision_run, 0, 4.0)[0]
+    age = st["token_age_frames"]
+    print(f"\npinned to full: chunks {st['chunks']} token age {age} vision encoded {st['vision_encoded']} "
+          f"underruns {st['underruns']}")
+    assert st["policy"]["seconds_at"].keys() == {"full"} and st["chunks"] >= 8  # slow: a machine too slow for it
+    assert st["vision_encoded"] >= 0.3 * st["chunks"]
+    assert age["p95"] <= 12, age
+
+
+def _slow_vision_run(max_rung: int | None = None, seconds: float = 6.0):
     """The engine run of the test above (in the child): stats, lag and token-age series, the ladder."""
     from model.generator import load_generator
 
     generator = load_generator("tiny", device="cpu")
     ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance,
                                            valid_nfe=generator.valid_nfe)]
-    cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=6.0, threads=2, cushion_ms=100,
-                       policy=PolicyConfig(auto_start=False))  # starts on full: the policy must react
+    # starts on full: the policy must react
+    cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=seconds, threads=2, cushion_ms=100,
+                       policy=PolicyConfig(auto_start=False, max_rung=max_rung))
     engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
     st = engine.run()
     g2e = engine.series("glass_to_ear_ms")[30:]  # after the first second

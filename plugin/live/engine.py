@@ -566,7 +566,10 @@ class LiveEngine:
             elif policy.rung.wait_for_vision:
                 if frame.index - self._last_offer >= policy.rung.vision_every:
                     budget, ring_bound = self._vision_budget_s(device, t_pick)
-                    if ring_bound and (self._v_ewma or 0.0) / 1000 > budget:
+                    # the ring may postpone an encode by one cadence, not for ever: where the ladder
+                    # cannot climb (max_rung) the ring would stay low and the sound never follow again
+                    overdue = frame.index - self._last_offer >= 2 * policy.rung.vision_every
+                    if ring_bound and (self._v_ewma or 0.0) / 1000 > budget and not overdue:
                         missed = True  # encoding now would let the device ring run dry: keep the token
                     else:
                         missed = self._encode_here(session, frame) / 1000 > budget

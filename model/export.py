@@ -107,23 +107,5 @@ def export_default(run: str | Path, work: str | Path, record: dict, dst: str | P
         notes["eval"] = {row.get("name"): {k: row.get(k) for k in ("f1", "pan_accuracy", "quiet_contrast_db",
                                                                      "av_offset_ms", "onset_offset_median_ms")}
                          for row in evaluation.get("rows", [])}
-    cadences = sorted(work.glob("eval_vision_every_*.json"), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
-    if cadences:
-        lines += ["", "When the live engine cannot encode every frame (its vision/N rungs: a new picture every N-th "
-                  "frame, the last one again in between; `livefoley eval --vision-every N`, seeds 100-109, 20 s, "
-                  "NFE 1):", "", "| vision every | F1 ±50 ms | median onset offset ms | pan | quiet contrast dB |",
-                  "|---|---|---|---|---|"]
-        notes["eval_vision_every"] = {}
-        for f in cadences:
-            row = next(r for r in json.loads(f.read_text())["rows"] if r.get("kind") == "generated")
-            n = f.stem.rsplit("_", 1)[1]
-            lines.append(f"| {n} | {_fmt(row.get('f1'))} | {_fmt(row.get('onset_offset_median_ms'))} | "
-                         f"{_fmt(row.get('pan_accuracy'))} | {_fmt(row.get('quiet_contrast_db'))} |")
-            notes["eval_vision_every"][n] = {k: row.get(k) for k in ("f1", "pan_accuracy", "quiet_contrast_db",
-                                                                      "onset_offset_median_ms")}
-    if "base" in record:
-        notes["base"] = record["base"]["model"]
-        lines += ["", f"The held stage started from `{record['base']['model']}` (dequantized), not from a kept ECT "
-                  "run: the wall times and settings of the codec, stage 1 and ECT above are that model's.", ""]
     lines += ["", "Training data: the synthetic world only — sound that follows other pictures is not promised.", ""]
     return export_model(run, dst, notes=notes, card="\n".join(lines))

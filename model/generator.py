@@ -136,8 +136,13 @@ class Generator:
         return self.model.tokenizer.backbone.fit(image)
 
     @torch.inference_mode()
-    def tokenize(self, frames: Iterable, *, batch_size: int = 32) -> Iterator[Tensor]:
-        """Vision tokens for a clip, computed in batches; yields (n, d_token) blocks in order."""
+    def tokenize(self, frames: Iterable, *, batch_size: int = 32, every: int = 1) -> Iterator[Tensor]:
+        """Vision tokens for a clip, computed in batches; yields (n, d_token) blocks in order.
+        ``every`` N > 1: what the live engine's vision/N rungs feed the model — only every N-th frame
+        is encoded (its change taken from the previous encoded one) and its token stands for the N
+        frames from it on (the clip's length rounded up to a whole N)."""
+        if every < 1:
+            raise ValueError(f"every must be ≥ 1, got {every}")
         tok = self.model.tokenizer
         prev = None
         batch: list[np.ndarray] = []
@@ -148,9 +153,11 @@ class Generator:
             tokens = tok.tokens_from_grids(grids, prev)
             prev = grids[-1]
             batch.clear()
-            return tokens
+            return tokens.repeat_interleave(every, dim=0) if every > 1 else tokens
 
-        for frame in frames:
+        for i, frame in enumerate(frames):
+            if i % every:
+                continue
             batch.append(_as_rgb(frame))
             if len(batch) == batch_size:
                 yield flush()
@@ -267,13 +274,6 @@ class StreamSession:
         concurrently with :meth:`reset`)."""
         with torch.inference_mode():
             return self.gen.model.tokenizer.step(_as_rgb(frame), lap=lap)
-
-    def held(self) -> Tensor:
-        """The token of the frame last encoded, shown again (:meth:`FrameTokenizer.held_token`): what
-        a frame that is not encoded gets.  Touches the same state as :meth:`encode` (call it right
-        after, from the same thread)."""
-        with torch.inference_mode():
-            return self.gen.model.tokenizer.held_token()
 
     def step_token(self, v_token: Tensor) -> np.ndarray:
         """Same as :meth:`step` for an already computed vision token (d_token,)."""

@@ -555,17 +555,6 @@ class FrameTokenizer(nn.Module):
         st.has_prev = True
         return token[0, 0]
 
-    def held_token(self) -> Tensor:
-        """The token :meth:`step` would give the last stepped frame shown again (Δ = 0), without the
-        backbone: the aggregator alone (well under a millisecond).  What the live engine feeds for a
-        frame it does not encode; the stream state is left as it is."""
-        st = self._stream
-        if st is None:
-            raise RuntimeError("held_token() outside `with tokenizer.streaming():`")
-        if not st.has_prev:
-            raise RuntimeError("held_token() before the stream's first frame")
-        return self.tokens_from_grids(st.prev_grid[None, None])[0, 0]  # no previous grid: Δ = 0
-
 
 def backbone_width(name: str) -> int:
     """The embedding width of timm backbone ``name`` (built on the meta device: no weights, no work)."""

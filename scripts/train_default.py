@@ -19,20 +19,9 @@ are skipped, training stages resume from their last checkpoint, `prepare` resume
               added to the cache (`prepare` again: only the new clips are read) and stage 1
               continued on everything
 5. ect      — easy consistency tuning (`livefoley train ect`)
-   held     — ECT continued with held windows (`--held 0.5`: half the windows show the picture
-              renewed only every 2, 4 or 8 frames, as the live engine's vision/N rungs feed it)
 6. export   — the shipped form: large matrices int8, the rest fp16 (WORK/default)
-7. eval     — `livefoley eval` of that folder on held-out world seeds, with the codec's ceiling,
-              and on the vision/2 and vision/4 cadences (`--vision-every`)
+7. eval     — `livefoley eval` of that folder on held-out world seeds, with the codec's ceiling
 8. install  — (with --install) the same into model/weights/default, with a model card
-
-    python scripts/train_default.py --work runs/held --held-from model/weights/default --install
-
-`--held-from MODEL` starts the held stage from a finished model folder (dequantized) instead of
-WORK's ECT run: the data is made again and cached with that model's codec (stages synth, looks and
-prepare), the codec and stage-1 training are not run again, and their wall times and settings come
-from the model's own record.  The shipped model of 2026-12-06 was made so (the earlier stages' runs
-were not kept).
 
 Wall time of every stage goes to WORK/recipe.json.  The settings below are the shipped ones.
 """
@@ -61,14 +50,9 @@ STAGE1 = ["--model-config", "tiny", "--steps", "8000", "--mirror", "0.5", "--bat
           "--sample-every", "100000"]
 ECT = ["--steps", "1000", "--batch-size", "8", "--window-seconds", "2", "--lr", "1e-4", "--warmup", "50",
        "--ect-stage-interval", "250", "--ckpt-every", "250", "--val-every", "500", "--sample-every", "100000"]
-HELD = ["--steps", "3000", "--batch-size", "8", "--window-seconds", "2", "--lr", "1e-4", "--warmup", "50",
-        "--ect-stage-interval", "750", "--held", "0.5", "--ckpt-every", "250", "--val-every", "500",
-        "--sample-every", "100000"]
 EVAL = ["--seeds", "100-119", "--seconds", "20", "--nfe", "1", "2", "4", "--vae-ceiling"]
 EVAL_SHORT = ["--seeds", "100-119", "--seconds", "20", "--nfe", "1"]
 EVAL_LOOKS = ["--seeds", "100-104", "--seconds", "20", "--nfe", "1"]
-EVAL_CADENCE = ["--seeds", "100-109", "--seconds", "20", "--nfe", "1"]
-CADENCES = (2, 4)
 LOOKS = ("mirror", "invert", "hue", "gray", "small")
 
 
@@ -83,21 +67,11 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("runs/default"), help="working folder (default runs/default)")
     p.add_argument("--install", action="store_true", help="copy the result into model/weights/default")
     p.add_argument("--skip-eval", action="store_true", help="stop after ECT (no evaluation)")
-    p.add_argument("--held-from", type=Path, metavar="MODEL",
-                   help="start the held stage from this model folder; no codec or stage-1 training (see above)")
     args = p.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     record_path = work / "recipe.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"stages": {}}
-    base = None
-    if args.held_from is not None:
-        base = args.held_from.resolve()
-        notes = json.loads((base / "config.json").read_text()).get("notes", {})
-        for name, seconds in notes.get("stages_seconds", {}).items():
-            if name in ("codec", "stage1", "stage1-looks", "ect"):  # not run again: their record is the model's
-                record["stages"].setdefault(name, {"seconds": seconds})
-        record["base"] = {"model": str(args.held_from), "settings": notes.get("settings", {})}
 
     def stage(name: str, done: Path, run) -> None:
         if done.exists():
@@ -120,38 +94,31 @@ def main() -> int:
         "synth", "--out", str(world), "--audio-out", str(world_audio), *SYNTH))
     codec_settings = work / "codec_settings.json"
     codec_settings.write_text(json.dumps(CODEC_SETTINGS) + "\n")
-    if base is None:
-        stage("codec", work / ".codec.done", lambda: livefoley(
-            "train", "vae", "--data", str(world_audio), "--out", str(codec), "--no-progress", *CODEC,
-            "--train-config", str(codec_settings), *resumable(codec, "train_state.pt")))
-    # the cache of the world's frames and sound (the codec of --held-from's model when given)
-    cached_with = ["--vae", str(codec), "--model-config", "tiny"] if base is None else ["--model-config", str(base)]
+    stage("codec", work / ".codec.done", lambda: livefoley(
+        "train", "vae", "--data", str(world_audio), "--out", str(codec), "--no-progress", *CODEC,
+        "--train-config", str(codec_settings), *resumable(codec, "train_state.pt")))
     stage("prepare", work / ".prepare.done", lambda: livefoley(
-        "prepare", "--data", str(world), "--audio", str(world_audio), "--out", str(cache), *cached_with))
-    if base is None:
-        stage("stage1", work / ".stage1.done", lambda: livefoley(
-            "train", "stage1", "--cache", str(cache), "--out", str(stage1), "--no-progress", *STAGE1,
-            *resumable(stage1, "state/state.json")))
+        "prepare", "--data", str(world), "--audio", str(world_audio), "--out", str(cache), "--vae", str(codec),
+        "--model-config", "tiny"))
+    stage("stage1", work / ".stage1.done", lambda: livefoley(
+        "train", "stage1", "--cache", str(cache), "--out", str(stage1), "--no-progress", *STAGE1,
+        *resumable(stage1, "state/state.json")))
     # the world in other looks, beside the world's own clips (same folder: prepare adds only them)
     stage("synth-looks", work / ".synth-looks.done", lambda: livefoley(
         "synth", "--out", str(world), "--audio-out", str(world_audio), *SYNTH_LOOKS))
     stage("prepare-looks", work / ".prepare-looks.done", lambda: livefoley(
-        "prepare", "--data", str(world), "--audio", str(world_audio), "--out", str(cache), *cached_with))
-    if base is None:
-        stage("stage1-looks", work / ".stage1-looks.done", lambda: livefoley(
-            "train", "stage1", "--cache", str(cache), "--out", str(stage1), "--no-progress", "--resume",
-            *STAGE1_LOOKS))
-        stage("ect", work / ".ect.done", lambda: livefoley(
-            "train", "ect", "--init", str(stage1), "--cache", str(cache), "--out", str(ect), "--no-progress", *ECT,
-            *resumable(ect, "state/state.json")))
-    held = work / "held"
-    stage("held", work / ".held.done", lambda: livefoley(
-        "train", "ect", "--init", str(base or ect), "--cache", str(cache), "--out", str(held), "--no-progress",
-        *HELD, *resumable(held, "state/state.json")))
+        "prepare", "--data", str(world), "--audio", str(world_audio), "--out", str(cache), "--vae", str(codec),
+        "--model-config", "tiny"))
+    stage("stage1-looks", work / ".stage1-looks.done", lambda: livefoley(
+        "train", "stage1", "--cache", str(cache), "--out", str(stage1), "--no-progress", "--resume",
+        *STAGE1_LOOKS))
+    stage("ect", work / ".ect.done", lambda: livefoley(
+        "train", "ect", "--init", str(stage1), "--cache", str(cache), "--out", str(ect), "--no-progress", *ECT,
+        *resumable(ect, "state/state.json")))
     from model.export import export_default, export_model
 
     shipped = work / "default"  # what ships: int8/fp16 weights, evaluated as such
-    stage("export", work / ".export.done", lambda: export_model(held, shipped))
+    stage("export", work / ".export.done", lambda: export_model(ect, shipped))
     if not args.skip_eval:
         stage("eval", work / ".eval.done", lambda: livefoley(
             "eval", "--model", str(shipped), *EVAL, "--json", str(work / "eval.json"),
@@ -163,17 +130,10 @@ def main() -> int:
             stage(f"eval-{look}", work / f".eval-{look}.done", lambda look=look: livefoley(
                 "eval", "--model", str(shipped), *EVAL_LOOKS, "--look", look,
                 "--json", str(work / f"eval_look_{look}.json")))
-        # how the sound follows the picture on the live engine's vision/N rungs
-        for n in CADENCES:
-            stage(f"eval-vision-every-{n}", work / f".eval-vision-every-{n}.done", lambda n=n: livefoley(
-                "eval", "--model", str(shipped), *EVAL_CADENCE, "--vision-every", str(n),
-                "--json", str(work / f"eval_vision_every_{n}.json")))
     if args.install:
         record["settings"] = {"synth": SYNTH, "codec": CODEC + [json.dumps(CODEC_SETTINGS)], "stage1": STAGE1,
-                              "synth_looks": SYNTH_LOOKS, "stage1_looks": STAGE1_LOOKS, "ect": ECT, "held": HELD}
-        if base is not None:
-            record["settings"]["held_from"] = [str(args.held_from)]
-        export_default(held, work, record)
+                              "synth_looks": SYNTH_LOOKS, "stage1_looks": STAGE1_LOOKS, "ect": ECT}
+        export_default(ect, work, record)
     print(json.dumps(record, indent=2))
     return 0
 

@@ -141,17 +141,6 @@ def test_mode_and_argument_errors(tmp_path, capsys):
     assert "--vision-every must be" in capsys.readouterr().err
 
 
-def test_vision_every_shows_the_last_renewed_picture_in_between():
-    """``--vision-every N``: what the live engine's vision/N rungs show the model — frame i − i mod N."""
-    from plugin.commands.eval import _world_frames
-
-    every = list(_world_frames(7, 9, (160, 90)))
-    keep = dict.fromkeys([4, 5])
-    held = list(_world_frames(7, 9, (160, 90), keep, vision_every=4))
-    assert [next(i for i, f in enumerate(every) if np.array_equal(f, h)) for h in held] == [0, 0, 0, 0, 4, 4, 4, 4, 8]
-    assert np.array_equal(keep[5], every[4])  # the plot shows what the model saw
-
-
 def test_parse_seeds():
     assert parse_seeds("100-103") == [100, 101, 102, 103]
     assert parse_seeds("3, 7,10-11,7") == [3, 7, 10, 11]

@@ -69,35 +69,6 @@ def test_generate_equals_streaming_for_the_same_seed(tiny):
     assert np.abs(other_seed - offline).max() > 1e-3
 
 
-def test_a_frame_not_encoded_is_the_last_one_shown_again(tiny):
-    """``held()`` is the token the last encoded frame gets when it is encoded again, without DINOv2;
-    and training's held windows (``hold_frames``) give exactly the tokens the live engine feeds on a
-    vision/N cadence — the frames it encodes, and ``held()`` in between."""
-    from model.training.trainer import hold_frames
-
-    clip = frames(17)
-    with tiny.stream(seed=0) as s:
-        with pytest.raises(RuntimeError, match="first frame"):
-            s.held()
-        s.encode(clip[0])
-        s.encode(clip[1])
-        held = s.held()
-        assert held.abs().max() > 0
-        torch.testing.assert_close(held, s.encode(clip[1]))
-        assert (held - s.encode(clip[2])).abs().max() > 1e-3  # the picture moved: not the same token
-    tok = tiny.model.tokenizer
-    with torch.inference_mode():
-        grids = torch.cat([tok.grids([f]) for f in clip])  # one at a time, as the stream computes them
-        for every, phase in ((2, 0), (4, 1), (8, 3)):
-            want = tok.tokens_from_grids(hold_frames(grids, every, phase))
-            live = []
-            with tok.streaming():
-                for j, f in enumerate(clip):
-                    encoded = j == 0 or (j - phase) % every == 0  # a stream's first frame is always encoded
-                    live.append(tok.step(f) if encoded else tok.held_token())
-            torch.testing.assert_close(torch.stack(live), want, atol=1e-5, rtol=1e-4)
-
-
 def test_causality_changing_frame_k_never_changes_earlier_audio(tiny):
     clip = frames(10)
     changed = list(clip)

@@ -139,8 +139,7 @@ def test_two_stages_end_to_end_and_the_result_loads_and_generates(cache, tmp_pat
     resolved = json.loads((s1 / "train.json").read_text())
     assert resolved["train"]["stage"] == "diffusion" and resolved["model"]["stage"] == "diffusion"
     assert main(["train", "ect", "--init", str(s1), "--cache", str(cache), "--out", str(ect), "--steps", "2",
-                 "--held", "0.5", *TRAIN_FLAGS]) == 0
-    assert json.loads((ect / "train.json").read_text())["train"]["held"] == 0.5
+                 *TRAIN_FLAGS]) == 0
     gen = load_generator(ect, device="cpu")
     assert gen.config.stage == "consistency" and gen.valid_nfe == (1, 2, 4)
     stats = load_file(str(ect / "model.safetensors"))
@@ -188,31 +187,10 @@ def test_training_settings_are_checked_before_any_work(cache, tmp_path, capsys):
     out = tmp_path / "never"
     for flags, words in ((["--sample-every", "0"], "sample_every = 0"), (["--steps", "-3"], "steps = -3"),
                          (["--lr", "0"], "lr > 0"), (["--ema-decay", "1"], "ema_decay"),
-                         (["--mirror", "1.5"], "probabilities in [0, 1]"), (["--held", "-0.1"], "probabilities")):
+                         (["--mirror", "1.5"], "mirror is a probability")):
         assert main(["train", "stage1", "--cache", str(cache), "--out", str(out), *flags, "--no-progress"]) == 2
         assert words in capsys.readouterr().err
         assert not out.exists()
-
-
-def test_held_windows_show_the_picture_renewed_every_few_frames(cache):
-    """Held augmentation: each frame between two renewals is the last renewed one again (frames before
-    the first renewal hold frame 0, never a later one); the sound is untouched."""
-    import torch
-
-    from model.training.cache import FeatureCache
-    from model.training.trainer import HELD_CADENCES, WindowSampler, hold_frames
-
-    t = torch.arange(10)
-    assert hold_frames(t, 4, 1).tolist() == [0, 1, 1, 1, 1, 5, 5, 5, 5, 9]
-    assert hold_frames(t, 2, 0).tolist() == [0, 0, 2, 2, 4, 4, 6, 6, 8, 8]
-    assert hold_frames(t, 8, 3).tolist() == [0, 0, 0, 3, 3, 3, 3, 3, 3, 3]
-    sampler = WindowSampler(FeatureCache(cache), "train", 9)
-    plain = sampler.batch(6, torch.Generator().manual_seed(0), "cpu")
-    held = sampler.batch(6, torch.Generator().manual_seed(0), "cpu", held=1.0)
-    torch.testing.assert_close(held[1], plain[1], atol=0, rtol=0)  # the same windows, the same sound
-    for g_plain, g_held in zip(plain[0], held[0], strict=True):
-        assert any(torch.equal(g_held, hold_frames(g_plain, k, p)) for k in HELD_CADENCES for p in range(k))
-        assert not torch.equal(g_held, g_plain)
 
 
 def test_prepare_takes_the_exact_sound_when_given_audio(tmp_path):

@@ -57,7 +57,6 @@ class TrainConfig:
     ema_decay: float = 0.999
     ect_stage_interval: int = 2_000  # ECT: t − r halves every this many steps
     mirror: float = 0.5  # share of training windows seen mirrored (grid flipped, channels swapped)
-    held: float = 0.0  # share of training windows whose pictures are held (see HELD_CADENCES)
     val_every: int = 500
     val_batches: int = 4
     sample_every: int = 1_000
@@ -72,8 +71,8 @@ class TrainConfig:
         bad = [f"{name} = {getattr(self, name)}" for name in counts if getattr(self, name) < 1]
         if bad:  # the intervals too: the last step always validates, samples and checkpoints
             raise UsageError(f"training settings must be positive: {', '.join(bad)}")
-        if not (0 <= self.mirror <= 1 and 0 <= self.held <= 1):
-            raise UsageError(f"mirror and held are probabilities in [0, 1], got {self.mirror} and {self.held}")
+        if not 0 <= self.mirror <= 1:
+            raise UsageError(f"mirror is a probability in [0, 1], got {self.mirror}")
         if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup >= 0 and self.grad_clip > 0):
             raise UsageError(f"need lr > 0, 0 ≤ ema_decay < 1, warmup ≥ 0 and grad_clip > 0 (got lr {self.lr}, "
                                  f"ema_decay {self.ema_decay}, warmup {self.warmup}, grad_clip {self.grad_clip})")
@@ -126,38 +125,15 @@ class WindowSampler:
             for start in range(0, e["frames"] - self.length + 1, self.length):
                 self.windows.append((e, start))
 
-    def batch(self, n: int, generator: torch.Generator, device, *, mirror: float = 0.0,
-              held: float = 0.0) -> tuple[torch.Tensor, ...]:
+    def batch(self, n: int, generator: torch.Generator, device, *, mirror: float = 0.0) -> tuple[torch.Tensor, ...]:
         """``n`` random windows; each is mirrored (see :meth:`FeatureCache.read_window`) with
-        probability ``mirror`` and its pictures held (:func:`hold_frames`) with probability ``held``."""
+        probability ``mirror``."""
         idx = torch.randint(len(self.windows), (n,), generator=generator).tolist()
         flips = (torch.rand(n, generator=generator) < mirror).tolist() if mirror > 0 else [False] * n
-        holds = (torch.rand(n, generator=generator) < held).tolist() if held > 0 else [False] * n
-        items = []
-        for i, flip, hold in zip(idx, flips, holds, strict=True):
-            grids, latents, prev = self.cache.read_window(*self.windows[i], self.length, mirror=flip)
-            if hold:
-                k = HELD_CADENCES[int(torch.randint(len(HELD_CADENCES), (1,), generator=generator))]
-                grids = hold_frames(grids, k, int(torch.randint(k, (1,), generator=generator)))
-            items.append((grids, latents, prev))
+        items = [self.cache.read_window(*self.windows[i], self.length, mirror=f)
+                 for i, f in zip(idx, flips, strict=True)]
         grids, latents, prev = (torch.stack(x).to(device) for x in zip(*items, strict=True))
         return grids, latents, prev
-
-
-HELD_CADENCES = (2, 4, 8)
-"""How often the picture is renewed in a held window: the live engine's cadences when it cannot
-encode every frame (the ladder's vision/2 … vision/8, docs/live-engine.md)."""
-
-
-def hold_frames(grids: torch.Tensor, every: int, phase: int) -> torch.Tensor:
-    """The window as the live engine sees it when it encodes only every ``every``-th frame (from
-    ``phase`` on): each frame in between is the last encoded one shown again (Δ = 0, the token of
-    :meth:`~model.vision.FrameTokenizer.held_token`); the frames before the first encoded one hold
-    frame 0.  The sound stays the true one: the model learns to make an event's sound as soon as an
-    encoded frame shows it, and not to hear the cadence itself."""
-    t = torch.arange(grids.shape[0])
-    src = (t - (t - phase) % every).clamp(min=0)
-    return grids[src]
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -248,7 +224,7 @@ def train(
     t_last = time.monotonic()
     for step in range(start_step, tc.steps):
         g = _step_generator(tc, step, d.rank)
-        grids, latents, prev = train_data.batch(per_rank, g, d.device, mirror=tc.mirror, held=tc.held)
+        grids, latents, prev = train_data.batch(per_rank, g, d.device, mirror=tc.mirror)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):

@@ -83,9 +83,9 @@ def register(subparsers) -> None:
                      help="draw the world differently (pictures a model may not have trained on): "
                           + "; ".join(f"{k}: {v}" for k, v in LOOKS.items()).replace("%", "%%"))
     gen.add_argument("--vision-every", type=int, default=1, metavar="N",
-                     help="show the model a new picture only every N-th frame, the last one again in between "
-                          "(as the live engine's vision/N rungs feed it): how well the sound follows the "
-                          "picture when the engine cannot encode every frame (default 1: every frame)")
+                     help="encode only every N-th frame and let its token stand for the N frames from it "
+                          "(as the live engine's vision/N rungs feed the model): how well the sound follows "
+                          "the picture when the engine cannot encode every frame (default 1: every frame)")
     gen.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
     add_dinov2_weights(gen)
     p.add_argument("--vae-ceiling", action="store_true",
@@ -194,23 +194,19 @@ def _row(name: str, kind: str, clips: list[dict], **extra) -> dict:
 # -------------------------------------------------------------------------------------- VAE ceiling
 # ---------------------------------------------------------------------------------- mode (a): model
 def _world_frames(seed: int, n_frames: int, size: tuple[int, int], keep: dict | None = None,
-                  look: str = "world", vision_every: int = 1):
+                  look: str = "world"):
     """Frames of world ``seed`` in ``look`` (capture/synthetic/looks.py), drawn lazily (a clip is
-    never held in memory whole); frames whose index is a key of ``keep`` are stored there.  With
-    ``vision_every`` N > 1, frame ``i`` is frame ``i − i mod N`` (a frame shown again gives the
-    token the live engine feeds for a frame it does not encode: ``session.held()``)."""
+    never held in memory whole); frames whose index is a key of ``keep`` are stored there."""
     from capture.synthetic import World
     from capture.synthetic.looks import apply_look
 
     world = World(seed, width=size[0], height=size[1])
-    shown = None
     for i in range(n_frames):
         frame, _, _ = world.step()
-        if i % vision_every == 0:
-            shown = apply_look(frame, look)
+        frame = apply_look(frame, look)
         if keep is not None and i in keep:
-            keep[i] = shown.copy()
-        yield shown
+            keep[i] = frame.copy()
+        yield frame
 
 
 def _run_model(args, metrics) -> dict:
@@ -271,10 +267,10 @@ def _run_model(args, metrics) -> dict:
                 plot_data = {"reference": reference, "events": events, "generated": {}, "keep": keep,
                              "title": f"{args.model} on synthetic:{seed}"}
             for j, (name, nfe) in enumerate(variants):
-                frames = _world_frames(seed, n_frames, size, keep if j == 0 else None, args.look,
-                                       args.vision_every)
+                frames = _world_frames(seed, n_frames, size, keep if j == 0 else None, args.look)
                 t = time.perf_counter()
-                audio = gen.generate(frames, seed=seed, nfe=nfe, guidance=guidance, progress=bar.update)
+                audio = gen.generate_from_tokens(gen.tokenize(frames, every=args.vision_every), seed=seed, nfe=nfe,
+                                                 guidance=guidance, progress=bar.update)
                 gen_s[name] += time.perf_counter() - t
                 audio = audio[:, : reference.shape[1]]
                 per_row[name].append(

@@ -222,7 +222,7 @@ examples:
 
 # flag → TrainConfig field
 _STAGE_FLAGS = ("steps", "batch_size", "lr", "warmup", "grad_clip", "ema_decay", "val_every", "sample_every",
-                "ckpt_every", "log_every", "seed", "ect_stage_interval", "mirror", "held")
+                "ckpt_every", "log_every", "seed", "ect_stage_interval", "mirror")
 
 
 def _register_stage(name: str):
@@ -253,10 +253,6 @@ def _register_stage(name: str):
         p.add_argument("--mirror", type=float, metavar="P",
                        help="share of windows seen mirrored: picture flipped left-right, sound's channels "
                             "swapped, so the model must place sounds by where events are (default 0.5)")
-        p.add_argument("--held", type=float, metavar="P",
-                       help="share of windows seen as the live engine sees them when it cannot encode every "
-                            "frame: the picture renewed only every 2, 4 or 8 frames and shown again in between, "
-                            "so the sound still follows it on the ladder's vision/N rungs (default 0)")
         if name == "ect":
             p.add_argument("--ect-stage-interval", type=int,
                            help="steps per ECT stage: t − r halves each (default 2000)")

@@ -100,12 +100,8 @@ class LiveEngine:
         self._vision_thread: VisionThread | None = None
         self._base_nfe: int | None = None  # the stream's NFE / ω before the ladder changes them
         self._base_guidance: float | None = None
-        # the newest vision token, the same frame's token shown again (what every further slot on
-        # that frame gets: a frame not encoded is the last one held, as the model was trained to
-        # hear it), the frame they came from, and whether a slot has had the token itself
-        self._token = self._held = None
+        self._token = None  # the newest vision token and the frame it came from
         self._token_frame = None
-        self._token_spent = False
         self._last_offer = -(10**9)  # index of the last frame offered to / encoded for vision
         self._v_ewma: float | None = None  # EWMAs of vision and audio-path ms (the ladder's predictions)
         self._a_ewma: float | None = None
@@ -361,9 +357,8 @@ class LiveEngine:
         self._base_nfe, self._base_guidance = nfe, guidance
         rungs = build_ladder(nfe=nfe, guidance=guidance, valid_nfe=tuple(gen.valid_nfe))
         self._policy = DegradationPolicy(config=self.config.policy, rungs=rungs)
-        self._token = self._held = None
+        self._token = None
         self._token_frame = None
-        self._token_spent = False
         self._vision_thread.set_session(session)
         self._last_offer = -(10**9)
         self._v_ewma = self._a_ewma = None
@@ -436,9 +431,9 @@ class LiveEngine:
 
     def _take_token(self) -> None:
         """The vision thread's newest token, unless the worker already has a newer one."""
-        token, held, frame = self._vision_thread.newest()
+        token, frame = self._vision_thread.newest()
         if token is not None and (self._token_frame is None or frame.index > self._token_frame.index):
-            self._token, self._held, self._token_frame, self._token_spent = token, held, frame, False
+            self._token, self._token_frame = token, frame
 
     def _encode_here(self, session, frame) -> float:
         """Encode ``frame`` on the worker (the waiting rungs): the token is the frame's own, and vision
@@ -449,8 +444,7 @@ class LiveEngine:
             t0 = time.perf_counter()
             token = session.encode(frame)
             ms = (time.perf_counter() - t0) * 1000
-            held = session.held()
-        self._token, self._held, self._token_frame, self._token_spent = token, held, frame, False
+        self._token, self._token_frame = token, frame
         self._last_offer = frame.index
         self._on_encoded(ms)
         return ms
@@ -623,11 +617,8 @@ class LiveEngine:
             time.sleep(min(excess, 0.05))
 
     def _audio_step(self, session):
-        """One chunk from the newest token; a second chunk on the same frame (a slot the cadence
-        skips, a pipelined slot with no newer token, a fill-in) from its held form."""
         t0 = time.perf_counter()
-        chunk = session.step_token(self._held if self._token_spent else self._token)
-        self._token_spent = True
+        chunk = session.step_token(self._token)
         a_ms = (time.perf_counter() - t0) * 1000
         a = self.config.policy.alpha
         self._a_ewma = a_ms if self._a_ewma is None else (1 - a) * self._a_ewma + a * a_ms

@@ -14,8 +14,7 @@ class VisionThread:
 
     :meth:`offer` replaces a frame that is still waiting (the stalest is dropped, counted in
     ``replaced``); the thread encodes one frame at a time with ``session.encode`` and publishes
-    ``(token, held, frame)`` (``held``: ``session.held()``, the token of that frame shown again, for
-    the slots that get no newer token); :meth:`newest` returns what was last published.  It serves the pipelined
+    ``(token, frame)``; :meth:`newest` returns what was last published.  It serves the pipelined
     rungs; on the waiting rungs the worker encodes itself, holding :attr:`encoding` as this thread
     does, so that two encodes never overlap.  :meth:`paused` lets the encode in flight finish, drops
     the waiting frame and starts no encode until its block is left: a reset or a model swap never
@@ -31,7 +30,7 @@ class VisionThread:
         self._busy = False
         self._paused = False
         self._closed = False
-        self._token = self._held = None
+        self._token = None
         self._frame = None
         self._error: BaseException | None = None
         self.replaced = 0
@@ -44,7 +43,7 @@ class VisionThread:
         self.quiesce()
         with self._cond:
             self._session = session
-            self._token = self._held = self._frame = None
+            self._token = self._frame = None
 
     def offer(self, frame) -> None:
         with self._cond:
@@ -54,12 +53,12 @@ class VisionThread:
             self._cond.notify_all()
 
     def newest(self):
-        """``(token, held, frame)`` last published (``(None, None, None)`` before the first); raises
-        the error that ended the thread."""
+        """``(token, frame)`` last published (``(None, None)`` before the first); raises the error
+        that ended the thread."""
         with self._cond:
             if self._error is not None:
                 raise self._error
-            return self._token, self._held, self._frame
+            return self._token, self._frame
 
     def quiesce(self) -> None:
         with self._cond:
@@ -103,7 +102,6 @@ class VisionThread:
                     t0 = time.perf_counter()
                     token = session.encode(frame)
                     ms = (time.perf_counter() - t0) * 1000
-                    held = session.held()
             except BaseException as err:  # noqa: BLE001 - handed to the worker by newest()
                 with self._cond:
                     self._error = err
@@ -111,7 +109,7 @@ class VisionThread:
                     self._cond.notify_all()
                 return
             with self._cond:
-                self._token, self._held, self._frame = token, held, frame
+                self._token, self._frame = token, frame
                 self._busy = False
                 self._cond.notify_all()
             self._on_encoded(ms)

@@ -560,9 +560,11 @@ class LiveEngine:
             elif policy.rung.wait_for_vision:
                 if frame.index - self._last_offer >= policy.rung.vision_every:
                     budget, ring_bound = self._vision_budget_s(device, t_pick)
-                    # the ring may postpone an encode by one cadence, not for ever: where the ladder
-                    # cannot climb (max_rung) the ring would stay low and the sound never follow again
-                    overdue = frame.index - self._last_offer >= 2 * policy.rung.vision_every
+                    # the ring postpones an encode while the policy can still climb to a cheaper rung;
+                    # where it cannot (the top it may use: max_rung, or the policy off) by one cadence
+                    # at most — the ring would stay low and the sound never follow the picture again
+                    stuck = not cfg.policy.enabled or policy.level >= policy.top
+                    overdue = stuck and frame.index - self._last_offer >= 2 * policy.rung.vision_every
                     if ring_bound and (self._v_ewma or 0.0) / 1000 > budget and not overdue:
                         missed = True  # encoding now would let the device ring run dry: keep the token
                     else:

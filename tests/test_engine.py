@@ -432,13 +432,13 @@ def test_a_rung_too_slow_for_the_machine_still_follows_the_picture(pulse):
 
 
 def _slow_vision_run(max_rung: int | None = None, seconds: float = 6.0):
-    """The engine run of the test above (in the child): stats, lag and token-age series, the ladder."""
+    """The engine run of the two tests above (in the child), starting on ``full`` with the policy
+    free up to ``max_rung``: stats, lag and token-age series, the ladder."""
     from model.generator import load_generator
 
     generator = load_generator("tiny", device="cpu")
     ladder = [r.name for r in build_ladder(nfe=generator.nfe, guidance=generator.guidance,
                                            valid_nfe=generator.valid_nfe)]
-    # starts on full: the policy must react
     cfg = EngineConfig(source="synthetic", sinks=("device:pulse",), duration_s=seconds, threads=2, cushion_ms=100,
                        policy=PolicyConfig(auto_start=False, max_rung=max_rung))
     engine = LiveEngine(config=cfg, generator=SlowVision(generator, 0.06))
@@ -520,9 +520,8 @@ def test_on_a_vision_cadence_the_recording_is_what_eval_emulates(tiny, tmp_path)
     assert st["error"] is None and st["chunks"] == n and st["vision_encoded"] == n // 2
     recorded = read(rec)
 
-    source = SyntheticSource(seed=3, size=(320, 180), realtime=False)
-    source.open()
-    clip = [source.read().image for _ in range(n)]
+    with SyntheticSource(seed=3, size=(320, 180), realtime=False) as source:  # the frames the engine saw
+        clip = [source.read().image for _ in range(n)]
     nfe = rung.nfe or tiny.nfe
     guidance = tiny.guidance if rung.guidance is None else rung.guidance
     want = tiny.generate_from_tokens(tiny.tokenize(clip, every=2), seed=cfg.seed, nfe=nfe, guidance=guidance)

@@ -295,8 +295,8 @@ class StreamSession:
         the graph-capturable part of the step — no host reads, no RNG, no data-dependent branch
         (``torch.compile(..., fullgraph=True)`` captures it whole with timing off; tested)."""
         m = self.gen.model
-        if self.pending is not None:  # 1. feed x_{i-1}
-            self.z_a = m.transformer.step(m.audio_in(self.pending).view(1, 1, -1))[:, 0]
+        if self.pending is not None:  # 1. feed x_{i-1} (unless prefeed() did)
+            self._feed_pending()
         guided = self.guidance != 1.0
         dtype = m.vision_in.weight.dtype  # the compute dtype (see Generator.set_compute_dtype)
         z = m.transformer.step(m.embed_vision(v_token.view(1, -1).to(dtype), guided=guided))  # 3. (1, G, d)
@@ -306,6 +306,21 @@ class StreamSession:
         self.pending = x
         self.clock.lap("head")
         return x
+
+    def _feed_pending(self) -> None:
+        m = self.gen.model
+        self.z_a = m.transformer.step(m.audio_in(self.pending).view(1, 1, -1))[:, 0]
+        self.pending = None
+
+    @torch.inference_mode()
+    def prefeed(self) -> None:
+        """Step 1 of Algorithm 3 ahead of time: feed the last latent x_{i-1} to the transformer now,
+        before frame i is there.  The next :meth:`latent` then starts at its vision token, so the
+        time from a frame to its audio is shorter by one transformer token step; the result is the
+        same (the same computation, done earlier).  The live engine calls it after each slot's write,
+        while it waits for the next frame."""
+        if self.pending is not None:
+            self._feed_pending()
 
     @torch.inference_mode()
     def decode(self, latents: Tensor) -> np.ndarray:

@@ -227,12 +227,15 @@ def assert_recording_was_played(played: np.ndarray, recorded: np.ndarray, volume
 
 def test_ladder_leaves_out_rungs_that_change_nothing():
     names = [r.name for r in build_ladder(nfe=1, guidance=3.0, valid_nfe=(1, 2, 4))]
-    assert names == ["full", "vision/2", "cfg-off", "vision/4", "vision/8", "no-wait", "no-wait/4", "no-wait/8"]
+    assert names == ["full", "cfg-off", "no-wait", "vision/2", "vision/4", "vision/8", "no-wait/4", "no-wait/8"]
     full = build_ladder(nfe=4, guidance=1.0, valid_nfe=(1, 2, 4))
-    assert [r.name for r in full][:6] == ["full", "nfe-1", "vision/2", "vision/4", "vision/8", "no-wait"]
-    assert all(r.wait_for_vision for r in full[:5]) and not any(r.wait_for_vision for r in full[5:])
-    assert [r.vision_every for r in full] == [1, 1, 2, 4, 8, 1, 4, 8]
+    assert [r.name for r in full][:6] == ["full", "nfe-1", "no-wait", "vision/2", "vision/4", "vision/8"]
+    assert [r.wait_for_vision for r in full] == [True, True, False, True, True, True, False, False]
+    assert [r.vision_every for r in full] == [1, 1, 1, 2, 4, 8, 4, 8]
     assert all(r.nfe == 1 for r in full[1:]) and all(r.guidance is None for r in full)
+    shed = build_ladder(nfe=4, guidance=3.0, valid_nfe=(1, 2, 4))  # each rung sheds what the one before did
+    assert [r.name for r in shed][:4] == ["full", "nfe-1", "cfg-off", "no-wait"]
+    assert all(r.guidance == 1.0 for r in shed[2:]) and all(r.nfe == 1 for r in shed[1:])
 
 
 def test_policy_climbs_when_late_and_comes_down_with_backoff():
@@ -246,20 +249,20 @@ def test_policy_climbs_when_late_and_comes_down_with_backoff():
     while len(moves) < 3:  # late slots count as 1.5 budgets: one rung per settle period
         if (m := pol.observe(slow, late=True)) is not None:
             moves.append((sum(pol.slots_at), m.name))
-    assert [name for _, name in moves] == ["vision/2", "cfg-off", "vision/4"]
+    assert [name for _, name in moves] == ["cfg-off", "no-wait", "vision/2"]
     assert [b - a for (a, _), (b, _) in zip(moves, moves[1:], strict=False)] == [8, 8]
     for _ in range(9):
         assert pol.observe(fast) is None  # below `low`, but not for `hold` slots yet
-    assert pol.observe(fast).name == "cfg-off"
+    assert pol.observe(fast).name == "no-wait"
     for _ in range(7):  # it went down and must go back up within flap_s: the hold doubles
         assert pol.observe(slow, late=True) is None
-    assert pol.observe(slow, late=True).name == "vision/4" and pol.hold == 20
+    assert pol.observe(slow, late=True).name == "vision/2" and pol.hold == 20
     for _ in range(19):
         assert pol.observe(fast) is None
-    assert pol.observe(fast).name == "cfg-off"
+    assert pol.observe(fast).name == "no-wait"
     for _ in range(20):
         pol.observe(fast)
-    assert pol.rung.name == "vision/2"
+    assert pol.rung.name == "cfg-off"
     # a step down is taken only when the rung below is predicted to fit
     too_slow_for_full = {"full": 2 * CONTRACT.frame_ms}
     for _ in range(60):
@@ -267,17 +270,36 @@ def test_policy_climbs_when_late_and_comes_down_with_backoff():
     for _ in range(60):
         pol.observe(fast, predict=lambda r: fast)
     assert pol.rung.name == "full" and pol.changes == 8
-    assert pol.jump(5).name == "no-wait" and pol.changes == 9
+    assert pol.jump(2).name == "no-wait" and pol.changes == 9
+
+
+def test_policy_does_not_hold_start_up_against_the_first_rung():
+    """Slow or late slots while the device starts (``startup_slots``) are not judged: the rung is
+    judged by its own slots after start-up, and only after ``settle_slots`` of them."""
+    rungs = build_ladder(nfe=1, guidance=3.0, valid_nfe=(1,))
+    pol = DegradationPolicy(config=PolicyConfig(startup_slots=15, settle_slots=8), rungs=rungs)
+    ok, slow = 0.6 * CONTRACT.frame_ms, 3 * CONTRACT.frame_ms
+    for _ in range(15):
+        assert pol.observe(slow, late=True) is None
+    assert pol.ewma is None
+    for _ in range(100):
+        assert pol.observe(ok) is None
+    assert pol.rung.name == "full" and pol.ewma == pytest.approx(ok)
+    assert pol.observe(slow, late=True).name == "cfg-off"  # a late slot after start-up counts
+    again = DegradationPolicy(config=PolicyConfig(startup_slots=15, settle_slots=8), rungs=rungs)
+    moves = [again.observe(slow, late=True) for _ in range(15 + 8)]
+    assert moves[:-1] == [None] * 22 and moves[-1].name == "cfg-off"  # judged after 8 slots of its own
 
 
 def test_policy_steps_over_rungs_that_can_never_work():
-    """Vision too slow to be waited for (a rung that waits for it is predicted ``inf``): climbing from
-    ``cfg-off`` goes past the waiting rungs ``vision/4`` and ``vision/8`` to ``no-wait``, and coming
-    down from there goes past them too, to the first waiting rung predicted to fit."""
+    """Vision too slow to be waited for every frame (a rung that waits for it is predicted ``inf``,
+    except ``vision/2``): climbing from ``vision/2`` goes past ``vision/4`` and ``vision/8`` to
+    ``no-wait/4``, coming down from there goes past them too, and from ``no-wait`` it does not go down
+    to ``cfg-off`` or ``full``, which could never work."""
     rungs = build_ladder(nfe=1, guidance=3.0, valid_nfe=(1,))
     names = [r.name for r in rungs]
     pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, settle_slots=4, hold_slots=10), rungs=rungs)
-    pol.start_at(names.index("cfg-off"))
+    pol.start_at(names.index("vision/2"))
     fast, slow = 0.3 * CONTRACT.frame_ms, 0.7 * CONTRACT.frame_ms
 
     def predict(r):
@@ -285,14 +307,19 @@ def test_policy_steps_over_rungs_that_can_never_work():
 
     while (moved := pol.observe(slow, late=True, predict=predict)) is None:
         pass
-    assert moved.name == "no-wait"
+    assert moved.name == "no-wait/4"
     while (moved := pol.observe(fast, predict=predict)) is None:
         pass
     assert moved.name == "vision/2"
+    while (moved := pol.observe(fast, predict=predict)) is None:
+        pass
+    assert moved.name == "no-wait"
+    for _ in range(200):
+        assert pol.observe(fast, predict=predict) is None
     # with nothing known about vision the next rung up is simply the next one
     while (moved := pol.observe(slow, late=True)) is None:
         pass
-    assert moved.name == "cfg-off"
+    assert moved.name == "vision/2"
 
 
 def test_policy_limits_and_disabled():
@@ -300,8 +327,8 @@ def test_policy_limits_and_disabled():
     pol = DegradationPolicy(config=PolicyConfig(startup_slots=0, max_rung=2), rungs=rungs)
     for _ in range(200):
         pol.observe(2 * CONTRACT.frame_ms)
-    assert pol.level == 2 and pol.rung.name == "vision/2"
-    off = DegradationPolicy(config=PolicyConfig(enabled=False, start_rung=3), rungs=rungs)
+    assert pol.level == 2 and pol.rung.name == "cfg-off"
+    off = DegradationPolicy(config=PolicyConfig(enabled=False, start_rung=2), rungs=rungs)
     for _ in range(100):
         assert off.observe(2 * CONTRACT.frame_ms, late=True) is None
     assert off.rung.name == "cfg-off" and off.ewma == pytest.approx(2 * CONTRACT.frame_ms)

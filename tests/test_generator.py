@@ -69,6 +69,21 @@ def test_generate_equals_streaming_for_the_same_seed(tiny):
     assert np.abs(other_seed - offline).max() > 1e-3
 
 
+def test_feeding_the_last_latent_early_changes_nothing(tiny):
+    """``prefeed`` (the live engine's: x_{i-1} fed to the transformer while frame i is awaited) is
+    the same computation done earlier: the same audio, bit for bit, however often it is called."""
+    clip = frames(6)
+    with tiny.stream(seed=3) as s:
+        plain = [s.step(f) for f in clip]
+    with tiny.stream(seed=3) as s:
+        early = []
+        for f in clip:
+            early.append(s.step(f))
+            s.prefeed()
+            s.prefeed()  # nothing left to feed: a no-op
+    assert all(np.array_equal(a, b) for a, b in zip(plain, early, strict=True))
+
+
 def test_causality_changing_frame_k_never_changes_earlier_audio(tiny):
     clip = frames(10)
     changed = list(clip)

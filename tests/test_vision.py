@@ -15,6 +15,7 @@ import timm.models
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch import nn
 
 from model.dinov2 import file_sha256, seeded_state_dict, tensors_fingerprint
 from model.vision import (
@@ -247,6 +248,36 @@ def test_bf16_tokens_close_to_fp32(tok: FrameTokenizer) -> None:
     assert float((a - b).norm() / a.norm()) < 1e-2
     assert float(F.cosine_similarity(a, b, dim=-1).min()) > 0.999
     assert not torch.equal(a, b)  # bf16 really ran
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU: "
+                    "the linear layers are not packed there (the build machines have AMX)")
+def test_bf16_linear_layers_are_packed_and_give_the_same_grids() -> None:
+    """On a CPU with native bf16 the backbone's linear layers keep their weight in oneDNN's packed
+    layout too: the same grids bit for bit as the plain bf16 product, the same state dict keys,
+    and a deep copy (what ``optimize_vision`` makes) falls back to the plain product."""
+    import copy
+
+    from model.vision import _PackedLinear
+
+    packed = DinoBackbone(config=CFG.replace(dtype="bf16"))
+    linears = [m for m in packed.vit.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(type(m) is _PackedLinear and m._packed is not None for m in linears)
+    images = packed.preprocess(clip(3))
+    with torch.inference_mode():
+        fast = packed(images)
+        for m in linears:
+            m._packed = None
+        plain = packed(images)
+    assert torch.equal(fast, plain)
+    assert set(packed.vit.state_dict()) == set(DinoBackbone(config=CFG).vit.state_dict())
+    for m in linears:
+        m.pack()
+    twin = copy.deepcopy(packed.vit)
+    assert all(getattr(m, "_packed", None) is None for m in twin.modules() if isinstance(m, _PackedLinear))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(twin.forward_features(images)[:, packed.num_prefix_tokens:],
+                                   packed.vit.forward_features(images)[:, packed.num_prefix_tokens:], rtol=0, atol=0)
 
 
 # --- weights --------------------------------------------------------------------------------------

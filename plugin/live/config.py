@@ -29,7 +29,7 @@ class PolicyConfig:
     flap_s: float = 10.0
     start_rung: int = 0
     max_rung: int | None = None  # None: the whole ladder
-    startup_slots: int = 15  # the first slots (device start, first steps) only feed the EWMA
+    startup_slots: int = 15  # the first slots (device start, first steps) are not judged
     auto_start: bool = True  # start on the first rung the warm-up step predicts to fit
     deadline_fraction: float = 1.9  # of T, from taking the frame: a vision slot may overrun one frame
     miss_alpha: float = 0.25  # EWMA of vision-deadline misses; above miss_limit: go to no-wait

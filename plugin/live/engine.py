@@ -105,6 +105,7 @@ class LiveEngine:
         self._last_offer = -(10**9)  # index of the last frame offered to / encoded for vision
         self._v_ewma: float | None = None  # EWMAs of vision and audio-path ms (the ladder's predictions)
         self._a_ewma: float | None = None
+        self._f_ewma = 0.0  # EWMA of the prefeed's ms (the last latent fed ahead of the next frame)
         self._miss_ewma = 0.0  # EWMA of vision-deadline misses
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -362,6 +363,7 @@ class LiveEngine:
         self._vision_thread.set_session(session)
         self._last_offer = -(10**9)
         self._v_ewma = self._a_ewma = None
+        self._f_ewma = 0.0
         self._miss_ewma = 0.0
         self._apply_rung(session)
         return session
@@ -378,19 +380,23 @@ class LiveEngine:
             t1 = time.perf_counter()
             session.step_token(token)
             t2 = time.perf_counter()
+            session.prefeed()
+            self._f_ewma = (time.perf_counter() - t2) * 1000
         session.reset()
         return (t1 - t0) * 1000, (t2 - t1) * 1000
 
     def _predict(self, rung: Rung) -> float | None:
-        """Expected compute per slot on ``rung``: the audio path plus, on rungs that wait for vision,
-        the vision time spread over ``vision_every`` slots (NFE / ω changes are not modelled)."""
+        """Expected compute per slot on ``rung``: the audio path (its prefeed included) plus, on rungs
+        that wait for vision, the vision time spread over ``vision_every`` slots (NFE / ω changes are
+        not modelled)."""
         if self._v_ewma is None or self._a_ewma is None:
             return None
+        audio = self._a_ewma + self._f_ewma
         if not rung.wait_for_vision:
-            return self._a_ewma
+            return audio
         if self._v_ewma + self._a_ewma >= self.config.policy.deadline_fraction * CONTRACT.frame_ms:
             return math.inf  # the token could never be waited for in time
-        return self._a_ewma + self._v_ewma / rung.vision_every
+        return audio + self._v_ewma / rung.vision_every
 
     def _choose_start_rung(self, measured: tuple[float, float] | None) -> None:
         """Start on the first rung predicted to fit (< ``high`` × T) by the warm-up step's vision and
@@ -484,12 +490,13 @@ class LiveEngine:
         device ring (rather than the frame budget) sets that limit: until ``deadline_fraction`` × T
         minus the audio path's time has passed since the frame was taken (a vision slot may overrun
         into the next frame, never by a whole one: no frame is skipped for it), and never so long
-        that the device ring would run down to one block before the chunk is written."""
+        that the device ring would run down below half the cushion before the chunk is written (the
+        cushion is what the ring holds at each write when the slots keep time)."""
         a_s = (self._a_ewma or 0.0) / 1000
         budget = t_pick + self.config.policy.deadline_fraction * CONTRACT.frame_s - a_s - time.monotonic()
         if device is not None and device.started:
             ahead = device.delay_s - device.latency_s
-            ring = ahead - self.config.blocksize / CONTRACT.sample_rate - a_s - 0.25 * CONTRACT.frame_s
+            ring = ahead - 0.5 * self.config.cushion_ms / 1000 - a_s
             if ring < budget:
                 return ring, True
         return budget, False
@@ -590,6 +597,7 @@ class LiveEngine:
                 self._write(sinks, device, chunk2, None)
                 busy_ms += a2
                 self.counts["fill_ins"] += 1
+            busy_ms += self._prefeed(session)
             if device is not None and self._underruns_startup is None and slot >= CONTRACT.fps:
                 self._underruns_startup = device.stats()["underruns"]
             if late:
@@ -626,6 +634,16 @@ class LiveEngine:
         self._a_ewma = a_ms if self._a_ewma is None else (1 - a) * self._a_ewma + a * a_ms
         self._audio.add(a_ms)
         return chunk, a_ms
+
+    def _prefeed(self, session) -> float:
+        """Feed the slot's latent to the transformer now, while the next frame is awaited, so that
+        the next slot's audio path is one token step shorter (``StreamSession.prefeed``); its ms."""
+        t0 = time.perf_counter()
+        session.prefeed()
+        ms = (time.perf_counter() - t0) * 1000
+        a = self.config.policy.alpha
+        self._f_ewma = (1 - a) * self._f_ewma + a * ms
+        return ms
 
     def _write(self, sinks, device, chunk, compute_ms: float | None) -> int | None:
         """Hand the chunk to the sinks and record its latency; returns the device ring level (samples)
@@ -771,7 +789,7 @@ class LiveEngine:
             "policy": None if policy is None else {
                 "rung": policy.rung.name,
                 "ladder": [r.name for r in policy.rungs],
-                "every_frame": [r.name for r in policy.rungs if r.wait_for_vision and r.vision_every == 1],
+                "every_frame": [r.name for r in policy.rungs if r.vision_every == 1],
                 "changes": policy.changes,
                 "ewma_ms": None if policy.ewma is None else round(policy.ewma, 2),
                 "seconds_at": {r.name: round(n / CONTRACT.fps, 2)

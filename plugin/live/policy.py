@@ -32,15 +32,14 @@ def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> li
     if valid_nfe and nfe > min(valid_nfe):
         low_nfe = min(valid_nfe)
         rungs.append(Rung(f"nfe-{low_nfe}", True, nfe=low_nfe))
-    rungs.append(Rung("vision/2", True, nfe=low_nfe, vision_every=2))
     no_guidance = 1.0 if guidance != 1.0 else None
     if no_guidance is not None:
-        rungs.append(Rung("cfg-off", True, nfe=low_nfe, guidance=no_guidance, vision_every=2))
-    rungs.append(Rung("vision/4", True, nfe=low_nfe, guidance=no_guidance, vision_every=4))
-    rungs.append(Rung("vision/8", True, nfe=low_nfe, guidance=no_guidance, vision_every=8))
-    for k in (1, 4, 8):
-        rungs.append(Rung("no-wait" if k == 1 else f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance,
-                          vision_every=k))
+        rungs.append(Rung("cfg-off", True, nfe=low_nfe, guidance=no_guidance))
+    rungs.append(Rung("no-wait", False, nfe=low_nfe, guidance=no_guidance))
+    for k in (2, 4, 8):
+        rungs.append(Rung(f"vision/{k}", True, nfe=low_nfe, guidance=no_guidance, vision_every=k))
+    for k in (4, 8):
+        rungs.append(Rung(f"no-wait/{k}", False, nfe=low_nfe, guidance=no_guidance, vision_every=k))
     return rungs
 
 
@@ -95,8 +94,13 @@ class DegradationPolicy:
         self._since_change += 1
         self.slots_at[self.level] += 1
         value = max(compute_ms, c.late_penalty * CONTRACT.frame_ms) if late else compute_ms
+        if self._slot <= c.startup_slots:
+            # the device's start and the first slow steps are not held against the rung: it is
+            # judged by the slots after start-up, and only after settle_slots of them
+            self._since_change = 0
+            return None
         self.ewma = value if self.ewma is None else (1 - c.alpha) * self.ewma + c.alpha * value
-        if not c.enabled or self._slot <= c.startup_slots:
+        if not c.enabled:
             return None
         if self.ewma > c.high * CONTRACT.frame_ms:
             self._below = 0

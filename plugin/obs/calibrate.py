@@ -199,7 +199,7 @@ def measure_offset(recording: str | Path, clip: str | Path, events: Sequence[dic
 def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.5) -> str | None:
     """Why the engine's sound cannot follow the picture frame by frame, from its policy stats at the
     start and end of a recording (``stats()["policy"]``): ``None`` unless it spent more than ``share``
-    of that time on rungs that skip or pipeline vision (the ladder's answer to a machine too slow)."""
+    of that time on rungs that skip frames (the ladder's answer to a machine too slow)."""
     if not before or not after:
         return None
     spent = {k: v - before["seconds_at"].get(k, 0.0) for k, v in after["seconds_at"].items()}
@@ -210,7 +210,7 @@ def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.
         return None
     worst = max(behind, key=behind.get)
     return (f"the engine could not keep up with every frame on this machine: it spent {lost:.0f} of "
-            f"{total:.0f} s of the recording on rungs that skip or pipeline vision (most on '{worst}'), so its "
+            f"{total:.0f} s of the recording on rungs that encode only every few frames (most on '{worst}'), so its "
             f"sound cannot follow the picture frame by frame. Close what else runs, try --optimize (DINOv2 in "
             f"int8), --cfg 1, or a smaller OBS canvas, and calibrate again")
 

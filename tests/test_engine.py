@@ -246,21 +246,21 @@ def test_policy_climbs_when_late_and_comes_down_with_backoff():
         assert pol.observe(slow) is None
     assert pol.level == 0
     moves = []
-    while len(moves) < 3:  # late slots count as 1.5 budgets: one rung per settle period
+    while len(moves) < 3:  # late slots count as 1.5 budgets: a rung settles, is judged, is left
         if (m := pol.observe(slow, late=True)) is not None:
             moves.append((sum(pol.slots_at), m.name))
     assert [name for _, name in moves] == ["cfg-off", "no-wait", "vision/2"]
-    assert [b - a for (a, _), (b, _) in zip(moves, moves[1:], strict=False)] == [8, 8]
-    for _ in range(9):
-        assert pol.observe(fast) is None  # below `low`, but not for `hold` slots yet
+    assert [b - a for (a, _), (b, _) in zip(moves, moves[1:], strict=False)] == [12, 12]
+    for _ in range(4 + 9):
+        assert pol.observe(fast) is None  # settling, then below `low` but not for `hold` slots yet
     assert pol.observe(fast).name == "no-wait"
-    for _ in range(7):  # it went down and must go back up within flap_s: the hold doubles
+    for _ in range(4 + 7):  # it went down and must go back up within flap_s: the hold doubles
         assert pol.observe(slow, late=True) is None
     assert pol.observe(slow, late=True).name == "vision/2" and pol.hold == 20
-    for _ in range(19):
+    for _ in range(4 + 19):
         assert pol.observe(fast) is None
     assert pol.observe(fast).name == "no-wait"
-    for _ in range(20):
+    for _ in range(4 + 20):
         pol.observe(fast)
     assert pol.rung.name == "cfg-off"
     # a step down is taken only when the rung below is predicted to fit
@@ -285,10 +285,11 @@ def test_policy_does_not_hold_start_up_against_the_first_rung():
     for _ in range(100):
         assert pol.observe(ok) is None
     assert pol.rung.name == "full" and pol.ewma == pytest.approx(ok)
-    assert pol.observe(slow, late=True).name == "cfg-off"  # a late slot after start-up counts
+    moves = [pol.observe(slow, late=True) for _ in range(5)]  # most of the last 8 slots late: left
+    assert moves[:4] == [None] * 4 and moves[4].name == "cfg-off"
     again = DegradationPolicy(config=PolicyConfig(startup_slots=15, settle_slots=8), rungs=rungs)
     moves = [again.observe(slow, late=True) for _ in range(15 + 8)]
-    assert moves[:-1] == [None] * 22 and moves[-1].name == "cfg-off"  # judged after 8 slots of its own
+    assert moves[:-1] == [None] * 22 and moves[-1].name == "cfg-off"  # judged for 8 slots after start-up
 
 
 def test_policy_steps_over_rungs_that_can_never_work():
@@ -320,6 +321,34 @@ def test_policy_steps_over_rungs_that_can_never_work():
     while (moved := pol.observe(slow, late=True)) is None:
         pass
     assert moved.name == "vision/2"
+
+
+def test_policy_tries_the_rung_below_now_and_then_and_backs_off():
+    """On a rung that fits without room to spare (no slot late, none below ``low``) the policy tries
+    the rung below every ``probe_holds`` × hold slots — its prediction, made from times measured on a
+    pipelined rung, may be wrong — unless it could never work; a try that fails doubles the wait."""
+    rungs = build_ladder(nfe=1, guidance=3.0, valid_nfe=(1,))
+    names = [r.name for r in rungs]
+    cfg = PolicyConfig(startup_slots=0, settle_slots=4, hold_slots=10, probe_holds=5)
+    pol = DegradationPolicy(config=cfg, rungs=rungs)
+    pol.start_at(names.index("no-wait"))
+    middling, late = 0.7 * CONTRACT.frame_ms, 2 * CONTRACT.frame_ms
+    pessimistic = {"full": late, "cfg-off": late}.get  # predicted not to fit, yet not impossible
+    slots = 0
+    while (moved := pol.observe(middling, predict=lambda r: pessimistic(r.name, middling))) is None:
+        slots += 1
+    assert moved.name == "cfg-off" and slots + 1 == 5 * 10
+    while (moved := pol.observe(middling, late=True)) is None:  # it does not fit after all
+        pass
+    assert moved.name == "no-wait" and pol.hold == 20
+    slots = 0
+    while (moved := pol.observe(middling)) is None:
+        slots += 1
+    assert moved.name == "cfg-off" and slots + 1 == 5 * 20
+    impossible = DegradationPolicy(config=cfg, rungs=rungs)
+    impossible.start_at(names.index("no-wait"))
+    for _ in range(1000):
+        assert impossible.observe(middling, predict=lambda r: math.inf if r.wait_for_vision else middling) is None
 
 
 def test_policy_limits_and_disabled():

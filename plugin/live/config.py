@@ -20,13 +20,14 @@ class PolicyConfig:
 
     enabled: bool = True
     alpha: float = 0.2
-    high: float = 0.85
+    high: float = 0.95
     low: float = 0.5
     late_penalty: float = 1.5
     settle_slots: int = 8
     hold_slots: int = 60
     max_hold_slots: int = 32 * CONTRACT.fps
     flap_s: float = 10.0
+    probe_holds: int = 10  # on a rung that fits without room to spare, try the one below every 10 holds
     start_rung: int = 0
     max_rung: int | None = None  # None: the whole ladder
     startup_slots: int = 15  # the first slots (device start, first steps) are not judged

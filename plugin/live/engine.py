@@ -29,6 +29,29 @@ from plugin.live.vision import Inbox, VisionThread, set_thread_torch_threads
 log = logging.getLogger(__name__)
 
 
+class _StepTimes:
+    """EWMAs of the vision, audio-path and prefeed milliseconds (the ladder's predictions, the vision
+    budget), kept apart for the two ways a slot runs: *waiting* (vision and the audio path take turns
+    on all the threads) and *pipelined* (each on its share of them, side by side).  On two cores the
+    same encode took ~13 ms waiting and ~26 ms pipelined: a waiting rung judged by pipelined times
+    postponed every encode (its token grew 1.6 s old) and climbed on."""
+
+    PARTS = ("vision", "audio", "prefeed")
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self._ms: dict[tuple[bool, str], float] = {}
+
+    def add(self, waiting: bool, part: str, ms: float) -> None:
+        old = self._ms.get((waiting, part))
+        self._ms[waiting, part] = ms if old is None else (1 - self.alpha) * old + self.alpha * ms
+
+    def get(self, waiting: bool, part: str) -> float | None:
+        """The kind's own EWMA, else the other kind's (nothing measured that way yet), else None."""
+        own = self._ms.get((waiting, part))
+        return own if own is not None else self._ms.get((not waiting, part))
+
+
 @dataclass
 class _Control:
     kind: str
@@ -103,9 +126,7 @@ class LiveEngine:
         self._token = None  # the newest vision token and the frame it came from
         self._token_frame = None
         self._last_offer = -(10**9)  # index of the last frame offered to / encoded for vision
-        self._v_ewma: float | None = None  # EWMAs of vision and audio-path ms (the ladder's predictions)
-        self._a_ewma: float | None = None
-        self._f_ewma = 0.0  # EWMA of the prefeed's ms (the last latent fed ahead of the next frame)
+        self._times = _StepTimes(self.config.policy.alpha)
         self._miss_ewma = 0.0  # EWMA of vision-deadline misses
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -362,15 +383,14 @@ class LiveEngine:
         self._token_frame = None
         self._vision_thread.set_session(session)
         self._last_offer = -(10**9)
-        self._v_ewma = self._a_ewma = None
-        self._f_ewma = 0.0
+        self._times = _StepTimes(self.config.policy.alpha)
         self._miss_ewma = 0.0
         self._apply_rung(session)
         return session
 
     def _warm_up(self, session) -> tuple[float, float] | None:
         """A few steps on a blank frame (the first steps of a model are slow), then a fresh stream.
-        Returns the last step's (vision ms, audio-path ms), or None without warm-up."""
+        Returns the last step's (vision ms, audio-path ms, prefeed ms), or None without warm-up."""
         if self.config.warmup_steps <= 0:
             return None
         blank = np.zeros((360, 640, 3), np.uint8)
@@ -381,30 +401,33 @@ class LiveEngine:
             session.step_token(token)
             t2 = time.perf_counter()
             session.prefeed()
-            self._f_ewma = (time.perf_counter() - t2) * 1000
+            t3 = time.perf_counter()
         session.reset()
-        return (t1 - t0) * 1000, (t2 - t1) * 1000
+        return (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000
 
     def _predict(self, rung: Rung) -> float | None:
         """Expected compute per slot on ``rung``: the audio path (its prefeed included) plus, on rungs
         that wait for vision, the vision time spread over ``vision_every`` slots (NFE / ω changes are
-        not modelled)."""
-        if self._v_ewma is None or self._a_ewma is None:
+        not modelled), from the times measured on rungs of its kind (waiting or pipelined)."""
+        kind = rung.wait_for_vision
+        v, a = self._times.get(kind, "vision"), self._times.get(kind, "audio")
+        if v is None or a is None:
             return None
-        audio = self._a_ewma + self._f_ewma
+        audio = a + (self._times.get(kind, "prefeed") or 0.0)
         if not rung.wait_for_vision:
             return audio
-        if self._v_ewma + self._a_ewma >= self.config.policy.deadline_fraction * CONTRACT.frame_ms:
+        if v + a >= self.config.policy.deadline_fraction * CONTRACT.frame_ms:
             return math.inf  # the token could never be waited for in time
-        return audio + self._v_ewma / rung.vision_every
+        return audio + v / rung.vision_every
 
-    def _choose_start_rung(self, measured: tuple[float, float] | None) -> None:
+    def _choose_start_rung(self, measured: tuple[float, float, float] | None) -> None:
         """Start on the first rung predicted to fit (< ``high`` × T) by the warm-up step's vision and
         audio-path times, instead of climbing there through a second of late slots."""
         policy = self._policy
         if measured is None:
             return
-        self._v_ewma, self._a_ewma = measured
+        for part, ms in zip(_StepTimes.PARTS, measured, strict=True):
+            self._times.add(True, part, ms)
         c = self.config.policy
         if not (c.enabled and c.auto_start) or policy.level != 0:
             return
@@ -414,7 +437,7 @@ class LiveEngine:
                 break
         policy.start_at(level)
         if level:
-            log.info("warm-up step: vision %.1f ms, audio path %.1f ms: starting on rung %s",
+            log.info("warm-up step: vision %.1f ms, audio path %.1f ms, prefeed %.1f ms: starting on rung %s",
                      *measured, policy.rung.name)
 
     def _apply_rung(self, session) -> None:
@@ -428,12 +451,11 @@ class LiveEngine:
         guidance = rung.guidance if rung.guidance is not None else self._base_guidance
         session.configure(nfe=nfe, guidance=guidance)
 
-    def _on_encoded(self, ms: float) -> None:
-        """Called on the vision thread after each encode."""
+    def _on_encoded(self, ms: float, *, waiting: bool = False) -> None:
+        """Called after each encode: on the vision thread, or on the worker (``waiting``)."""
         self._vision.add(ms)
         self.counts["vision_encoded"] += 1
-        a = self.config.policy.alpha
-        self._v_ewma = ms if self._v_ewma is None else (1 - a) * self._v_ewma + a * ms
+        self._times.add(waiting, "vision", ms)
 
     def _take_token(self) -> None:
         """The vision thread's newest token, unless the worker already has a newer one."""
@@ -452,7 +474,7 @@ class LiveEngine:
             ms = (time.perf_counter() - t0) * 1000
         self._token, self._token_frame = token, frame
         self._last_offer = frame.index
-        self._on_encoded(ms)
+        self._on_encoded(ms, waiting=True)
         return ms
 
     def _dispatch(self, capture, inbox: Inbox) -> None:
@@ -485,21 +507,20 @@ class LiveEngine:
         finally:
             inbox.close()
 
-    def _vision_budget_s(self, device, t_pick: float) -> tuple[float, bool]:
-        """How long (from now) a waiting rung's encode of the current frame may take, and whether the
-        device ring (rather than the frame budget) sets that limit: until ``deadline_fraction`` × T
-        minus the audio path's time has passed since the frame was taken (a vision slot may overrun
-        into the next frame, never by a whole one: no frame is skipped for it), and never so long
-        that the device ring would run down below half the cushion before the chunk is written (the
-        cushion is what the ring holds at each write when the slots keep time)."""
-        a_s = (self._a_ewma or 0.0) / 1000
-        budget = t_pick + self.config.policy.deadline_fraction * CONTRACT.frame_s - a_s - time.monotonic()
+    def _vision_budget_s(self, device, t_pick: float) -> tuple[float, float]:
+        """How long (from now) a waiting rung's encode of the current frame may take: the vision
+        deadline — until ``deadline_fraction`` × T minus the audio path's time has passed since the
+        frame was taken (a vision slot may overrun into the next frame, never by a whole one: no
+        frame is skipped for it) — and what the device ring affords: until it would run down below
+        one device block before the chunk is written (the device takes a block at a time: less, and
+        it underruns); ``inf`` without a playing device."""
+        a_s = (self._times.get(True, "audio") or 0.0) / 1000
+        deadline = t_pick + self.config.policy.deadline_fraction * CONTRACT.frame_s - a_s - time.monotonic()
+        ring = math.inf
         if device is not None and device.started:
             ahead = device.delay_s - device.latency_s
-            ring = ahead - 0.5 * self.config.cushion_ms / 1000 - a_s
-            if ring < budget:
-                return ring, True
-        return budget, False
+            ring = ahead - self.config.blocksize / CONTRACT.sample_rate - a_s
+        return deadline, ring
 
     def _loop(self, session, sinks, capture) -> None:
         cfg = self.config
@@ -566,20 +587,21 @@ class LiveEngine:
                 self._encode_here(session, frame)
             elif policy.rung.wait_for_vision:
                 if frame.index - self._last_offer >= policy.rung.vision_every:
-                    budget, ring_bound = self._vision_budget_s(device, t_pick)
-                    # the ring postpones an encode while the policy can still climb to a cheaper rung;
-                    # where it cannot (the top it may use: max_rung, or the policy off) by one cadence
-                    # at most — the ring would stay low and the sound never follow the picture again
-                    stuck = not cfg.policy.enabled or policy.level >= policy.top
-                    overdue = stuck and frame.index - self._last_offer >= 2 * policy.rung.vision_every
-                    if ring_bound and (self._v_ewma or 0.0) / 1000 > budget and not overdue:
+                    deadline, affordable = self._vision_budget_s(device, t_pick)
+                    expected = (self._times.get(True, "vision") or 0.0) / 1000
+                    # the ring postpones an encode by one cadence at most: on a rung too slow for the
+                    # machine the ring stays low, and the sound would never follow the picture again
+                    overdue = frame.index - self._last_offer >= 2 * policy.rung.vision_every
+                    if expected > affordable and not overdue:
                         missed = True  # encoding now would let the device ring run dry: keep the token
+                        too_slow = expected > deadline
                     else:
-                        missed = self._encode_here(session, frame) / 1000 > budget
+                        ms = self._encode_here(session, frame) / 1000
+                        missed, too_slow = ms > min(deadline, affordable), ms > deadline
                     late = late or missed
-                    if not ring_bound:  # vision itself was too slow (not the ring too low)
-                        a = cfg.policy.miss_alpha
-                        self._miss_ewma = (1 - a) * self._miss_ewma + a * float(missed)
+                    # vision itself too slow for its deadline (whatever the ring): waiting for it is futile
+                    a = cfg.policy.miss_alpha
+                    self._miss_ewma = (1 - a) * self._miss_ewma + a * float(too_slow)
                 else:
                     self.counts["vision_skipped"] += 1
             else:
@@ -630,8 +652,7 @@ class LiveEngine:
         t0 = time.perf_counter()
         chunk = session.step_token(self._token)
         a_ms = (time.perf_counter() - t0) * 1000
-        a = self.config.policy.alpha
-        self._a_ewma = a_ms if self._a_ewma is None else (1 - a) * self._a_ewma + a * a_ms
+        self._times.add(self._policy.rung.wait_for_vision, "audio", a_ms)
         self._audio.add(a_ms)
         return chunk, a_ms
 
@@ -641,8 +662,7 @@ class LiveEngine:
         t0 = time.perf_counter()
         session.prefeed()
         ms = (time.perf_counter() - t0) * 1000
-        a = self.config.policy.alpha
-        self._f_ewma = (1 - a) * self._f_ewma + a * ms
+        self._times.add(self._policy.rung.wait_for_vision, "prefeed", ms)
         return ms
 
     def _write(self, sinks, device, chunk, compute_ms: float | None) -> int | None:

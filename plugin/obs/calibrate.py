@@ -196,10 +196,11 @@ def measure_offset(recording: str | Path, clip: str | Path, events: Sequence[dic
         window_offsets_ms=windows)
 
 
-def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.5) -> str | None:
+def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.3) -> str | None:
     """Why the engine's sound cannot follow the picture frame by frame, from its policy stats at the
     start and end of a recording (``stats()["policy"]``): ``None`` unless it spent more than ``share``
-    of that time on rungs that skip frames (the ladder's answer to a machine too slow)."""
+    of that time on rungs that skip frames (the ladder's answer to a machine too slow; over a third
+    of the recording with a sound that follows every 4th or 8th frame, too few events are heard)."""
     if not before or not after:
         return None
     spent = {k: v - before["seconds_at"].get(k, 0.0) for k, v in after["seconds_at"].items()}
@@ -213,6 +214,23 @@ def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.
             f"{total:.0f} s of the recording on rungs that encode only every few frames (most on '{worst}'), so its "
             f"sound cannot follow the picture frame by frame. Close what else runs, try --optimize (DINOv2 in "
             f"int8), --cfg 1, or a smaller OBS canvas, and calibrate again")
+
+
+def engine_during(before: dict, after: dict, hand_time: np.ndarray, g2e_ms: np.ndarray,
+                  start: float, end: float) -> dict[str, Any]:
+    """The engine's side of one recording, from its own figures: ``glass_to_ear_ms``, the median of
+    its ledger over the chunks handed to the sound device between ``start`` and ``end`` (monotonic
+    s; ``hand_time`` / ``g2e_ms``: its per-chunk series, oldest first), and ``rungs``, the seconds
+    it spent on each rung (from its policy stats ``before`` and ``after``).
+
+    The engine's latency depends on its rung (a pipelined rung hears each frame one frame later),
+    so a recording's offset holds for the rung it was measured on; this says which that was."""
+    n = min(hand_time.size, g2e_ms.size)  # copied one after the other: a chunk more in one at most
+    hand, g2e = hand_time[hand_time.size - n:], g2e_ms[g2e_ms.size - n:]
+    sel = (hand >= start) & (hand <= end)
+    spent = {k: round(v - before["seconds_at"].get(k, 0.0), 2) for k, v in after["seconds_at"].items()}
+    return {"glass_to_ear_ms": round(float(np.median(g2e[sel])), 1) if sel.any() else None,
+            "chunks": int(sel.sum()), "rungs": {k: v for k, v in spent.items() if v > 0}}
 
 
 def _audio_lead(path: str | Path) -> float:
@@ -234,7 +252,8 @@ def _audio_lead(path: str | Path) -> float:
 @dataclass
 class CalibrationReport:
     """``before`` / ``after``: the measurements (``after`` None with ``verify=False``);
-    ``delay_ms``: the Render Delay on ``scene`` before and after."""
+    ``delay_ms``: the Render Delay on ``scene`` before and after; ``during``: the engine's side of
+    each recording (:func:`engine_during`), keyed ``before`` / ``after``."""
 
     scene: str
     before: OffsetMeasurement
@@ -242,11 +261,20 @@ class CalibrationReport:
     delay_ms: tuple[int, int]
     engine: dict = field(default_factory=dict)
     recordings: list[str] = field(default_factory=list)
+    during: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def engine_shift_ms(self) -> float | None:
+        """How much later the engine's own sound was in the second recording than in the first (its
+        ledger): the part of ``after``'s offset that the Render Delay, set from the first, cannot hold."""
+        g = [self.during.get(k, {}).get("glass_to_ear_ms") for k in ("before", "after")]
+        return None if None in g else round(g[1] - g[0], 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scene": self.scene, "before": self.before.to_dict(),
                 "after": self.after.to_dict() if self.after else None,
                 "delay_ms": {"before": self.delay_ms[0], "after": self.delay_ms[1]},
+                "during": self.during, "engine_shift_ms": self.engine_shift_ms,
                 "engine": self.engine, "recordings": self.recordings}
 
 
@@ -328,6 +356,7 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
     clip_s = warmup_s + n_recordings * (seconds + 4.0) + 10.0
     work = Path(tempfile.mkdtemp(prefix="livefoley-calibrate-"))
     recordings: list[Path] = []
+    during: dict[str, dict] = {}
     engine = None
     try:
         clip = work / "calibration.mp4"
@@ -359,12 +388,16 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
             alive()
             time.sleep(0.1)
 
-        def one(label: str) -> OffsetMeasurement:
+        def one(key: str, delay_ms: int) -> OffsetMeasurement:
+            label = f"{key}: Render Delay {delay_ms} ms"
             progress(f"recording {seconds:.0f} s through OBS ({label})")
-            at_start = engine.stats()["policy"]
+            at_start, t_start = engine.stats()["policy"], time.monotonic()
             path = _record(client, seconds, alive=alive)
-            at_end = engine.stats()["policy"]
+            at_end, t_end = engine.stats()["policy"], time.monotonic()
             recordings.append(path)
+            if at_start and at_end:
+                during[key] = engine_during(
+                    at_start, at_end, engine.series("hand_time"), engine.series("glass_to_ear_ms"), t_start, t_end)
             try:
                 m = measure_offset(path, clip, events)
             except CalibrationError as err:
@@ -372,11 +405,16 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
                 if behind is None:
                     raise
                 raise CalibrationError(f"{behind}; {err}") from None
+            side = during.get(key, {})
+            own = ""
+            if side.get("glass_to_ear_ms") is not None and side["rungs"]:
+                own = (f"; the engine's own latency {side['glass_to_ear_ms']:.0f} ms, mostly on rung "
+                       f"'{max(side['rungs'], key=side['rungs'].get)}'")
             progress(f"{label}: sound {m.offset_ms:+.0f} ms against the picture (p95 jitter {m.jitter_p95_ms:.0f} ms, "
-                     f"{m.matched}/{m.events} events heard)")
+                     f"{m.matched}/{m.events} events heard{own})")
             return m
 
-        before = one(f"before: Render Delay {delay0} ms")
+        before = one("before", delay0)
         delay1 = correction(before.offset_ms, delay0)
         if delay0 + before.offset_ms > MAX_DELAY_MS:
             log.warning("the sound is %.0f ms late: more than OBS's Render Delay can cancel (%d ms)",
@@ -385,7 +423,7 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
             log.warning("the sound is %.0f ms early even without a Render Delay: an audio input's Sync Offset "
                         "(Edit → Advanced Audio Properties) delays it", -(delay0 + before.offset_ms))
         _set_delay(client, scene, delay1)
-        after = one(f"after: Render Delay {delay1} ms") if verify else None
+        after = one("after", delay1) if verify else None
         engine.stop()
         stats = engine.stats()
         engine = None
@@ -410,7 +448,7 @@ def calibrate(client: ObsClient, *, start_engine: Callable[[str], Any], seconds:
         scene=scene, before=before, after=after, delay_ms=(delay0, delay1),
         engine={k: stats.get(k) for k in ("glass_to_ear_ms", "compute_ms", "vision_ms", "chunks", "underruns",
                                           "threads", "policy")},
-        recordings=[str(p) for p in kept])
+        recordings=[str(p) for p in kept], during=during)
 
 
 def _dispose(recordings: Sequence[Path], keep_dir: Path | None) -> list[Path]:
@@ -430,4 +468,4 @@ def _dispose(recordings: Sequence[Path], keep_dir: Path | None) -> list[Path]:
 
 
 __all__ = ["CALIBRATION_SOURCE", "CalibrationError", "CalibrationReport", "OffsetMeasurement", "calibrate",
-           "correction", "falling_behind", "measure_offset", "picture_times"]
+           "correction", "engine_during", "falling_behind", "measure_offset", "picture_times"]

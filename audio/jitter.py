@@ -10,11 +10,15 @@ waveform stays continuous).  A trim needs the measured level to agree (an underr
 slower writes leaves no surplus); a deficit beyond two hops is forgiven (re-creating a long stall's
 audio would only load a late worker).  Every ``drift_window`` slots the median measured level is
 looked at: a hop above the aim (cushion + half a block) books a surplus (slow clock drift between
-capture and sound card, a shifted write phase).  A ring running dry at the writes (median of the
-last 8 under half a block: the device plays faster than the frames come) books a deficit at once.
+capture and sound card, a shifted write phase); with ``cut`` on, a smaller surplus (over one block)
+is taken out of the next chunk itself (:func:`shorten`: up to half a hop, joined by a crossfade, and
+never below the cushion at the window's lowest level) — a rung that writes earlier in the frame
+keeps its sound no later than it needs to be.  A ring running dry
+at the writes (median of the last 8 under half a block: the device plays faster than the frames
+come) books a deficit at once.
 
-The decisions are pure (numbers in, an :class:`Action` out): the engine feeds what the device
-reports, and the tests drive it with a simulated device clock.  The engine's use of it:
+The decisions are pure (numbers in, an :class:`Action` or a count out): the engine feeds what the
+device reports, and the tests drive it with a simulated device clock.  The engine's use of it:
 ``docs/live-engine.md``.
 """
 
@@ -54,18 +58,22 @@ class RingLedger:
     """Counts the device ring's level changes and decides fill-ins and trims.
 
     Per slot: :meth:`account` (what the device reported, the slots skipped since the last one),
-    then :meth:`trim_now` (True: generate nothing for this slot), else write the chunk and call
-    :meth:`after_write` with the level measured before it (FILL_IN: write one more)."""
+    then :meth:`trim_now` (True: generate nothing for this slot), else :meth:`cut_now` (samples to
+    take out of this slot's chunk: :func:`shorten`), write the chunk and call :meth:`after_write`
+    with the level measured before it (FILL_IN: write one more)."""
 
-    def __init__(self, target: LevelTarget, *, fill_in: bool = True) -> None:
+    def __init__(self, target: LevelTarget, *, fill_in: bool = True, cut: bool = False) -> None:
         self.target = target
         self.fill_in = fill_in
+        self.cut = cut
+        self._cut_next = 0  # samples to take out of the next chunk
         self.ledger = 0  # samples above the level the stream started with
         self._levels: collections.deque[int] = collections.deque(maxlen=target.drift_window)
         self._n_levels = 0
         self._trim_next: str | None = None  # "ledger" (a counted surplus) or "level" (measured far too high)
         self._trimmed_at = -(10**9)  # _n_levels at the last level trim
         self._dry_at = -(10**9)  # _n_levels at the last fill-in for a ring running dry
+        self._filled_at = -(10**9)  # _n_levels at the last fill-in
         self._underrun_samples_seen = 0
 
     def account(self, *, underrun_samples: int, skipped: int) -> None:
@@ -85,6 +93,11 @@ class RingLedger:
         self._trim_next = None
         return True
 
+    def cut_now(self) -> int:
+        """Samples to take out of this slot's chunk (0: none), decided after the previous write."""
+        n, self._cut_next = self._cut_next, 0
+        return n
+
     def after_write(self, level: int) -> Action:
         """``level``: the samples queued ahead of the chunk just written, measured at hand-over."""
         t, hop = self.target, self.target.hop
@@ -92,9 +105,20 @@ class RingLedger:
         self._n_levels += 1
         last8 = list(self._levels)[-8:]
         # slow drifts: the median level of the last window a hop above the aim is trimmed below
-        if (self._n_levels % t.drift_window == 0
-                and float(np.median(self._levels)) - (t.cushion + t.blocksize / 2) > hop):
-            self.ledger += hop
+        if self._n_levels % t.drift_window == 0:
+            excess = float(np.median(self._levels)) - (t.cushion + t.blocksize / 2)
+            if excess > hop:
+                self.ledger += hop
+            elif (self.cut and excess > max(t.blocksize, hop // 8)
+                  and self._n_levels - self._filled_at >= 5 * t.drift_window):
+                # less than a hop too high (a write phase moved earlier): take it out of the next
+                # chunk, half a block short of it (the level wanders over a block), and no more than
+                # keeps the lowest level of the window at the cushion (late writes, a jittery rung,
+                # need that room). Not within five windows of a fill-in: a device that plays fast
+                # eats that surplus by itself
+                n = int(min(excess - t.blocksize / 2, min(self._levels) - t.cushion, hop // 2))
+                if n >= t.blocksize // 2:
+                    self._cut_next = n
         dry = len(last8) == 8 and float(np.median(last8)) < t.blocksize / 2
         if dry and self._n_levels - self._dry_at >= 8:
             # running dry at the writes (the device plays faster than the frames come): a fill-in now,
@@ -102,6 +126,7 @@ class RingLedger:
             self.ledger, self._dry_at = min(self.ledger, 0) - hop, self._n_levels
         if self.fill_in and self.ledger <= -hop // 2 and level < t.cushion + hop:
             self.ledger += hop
+            self._filled_at = self._n_levels
             return Action.FILL_IN
         if self.ledger >= (3 * hop) // 4:
             # An underrun raised the level only if the writes kept their pace; when it came from
@@ -115,3 +140,17 @@ class RingLedger:
             # than a hop per drift window
             self._trim_next, self._trimmed_at = "level", self._n_levels
         return Action.NOTHING
+
+
+def shorten(chunk: np.ndarray, n: int, *, fade: int = 240) -> np.ndarray:
+    """``chunk`` (channels, samples) with ``n`` samples taken out of its middle, the two sides joined
+    by a raised-cosine crossfade over ``fade`` samples (5 ms at 48 kHz): no gap, no click."""
+    length = chunk.shape[-1]
+    if n <= 0:
+        return chunk
+    if n + fade > length:
+        raise ValueError(f"cannot take {n} samples out of a {length}-sample chunk with a {fade}-sample fade")
+    a = (length - n - fade) // 2
+    w = (0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, fade, dtype=np.float32))).astype(chunk.dtype)
+    joined = chunk[..., a:a + fade] * w + chunk[..., a + n:a + n + fade] * (1 - w)
+    return np.concatenate([chunk[..., :a], joined, chunk[..., a + n + fade:]], axis=-1)

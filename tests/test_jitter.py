@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from audio.jitter import Action, LevelTarget, RingLedger
+from audio.jitter import Action, LevelTarget, RingLedger, shorten
 
 SR, HOP, BLOCK, CUSHION = 48_000, 1600, 400, 960  # the engine's defaults: 400-sample blocks, 20 ms cushion
 MINUTES_10 = 18_000  # slots
@@ -22,18 +22,20 @@ class Run:
     silence: int = 0  # samples of silence the device inserted
     fill_ins: int = 0
     trims: int = 0
+    cut: int = 0  # samples taken out of chunks
 
     @property
     def lv(self) -> np.ndarray:
         return np.asarray(self.levels)
 
 
-def simulate(arrivals, *, drift: float = 0.0, fill_in: bool = True) -> Run:
+def simulate(arrivals, *, drift: float = 0.0, fill_in: bool = True, cut: bool = False) -> Run:
     """A sound card pulling ``BLOCK`` samples every ``BLOCK / (SR·(1 + drift))`` s (``drift`` > 0:
     it plays faster than the frames come) from a ring that the engine's slot loop feeds: per frame
     ``(index, arrival time)``, account → trim or write a hop → maybe a fill-in.  The ring starts
     with ``CUSHION`` samples of silence and the device with the first chunk, as the engine does."""
-    ring = RingLedger(LevelTarget(cushion=CUSHION, hop=HOP, blocksize=BLOCK, drift_window=60), fill_in=fill_in)
+    ring = RingLedger(LevelTarget(cushion=CUSHION, hop=HOP, blocksize=BLOCK, drift_window=60), fill_in=fill_in,
+                      cut=cut)
     run, level, period = Run(), CUSHION, BLOCK / (SR * (1 + drift))
     next_callback: float | None = None
     last = None
@@ -52,9 +54,11 @@ def simulate(arrivals, *, drift: float = 0.0, fill_in: bool = True) -> Run:
         if ring.trim_now():
             run.trims += 1
             continue
+        n = ring.cut_now()
+        run.cut += n
         run.levels.append(level)
         action = ring.after_write(level)
-        level += HOP
+        level += HOP - n
         if next_callback is None:
             next_callback = t  # the device starts with the first chunk
         if action is Action.FILL_IN:
@@ -85,6 +89,49 @@ def test_half_a_percent_of_clock_drift_for_ten_minutes(drift: float) -> None:
         assert run.fill_ins == 0 and abs(run.trims - expected) <= 5
         assert run.lv.max() <= CUSHION + 2 * HOP
         assert np.median(run.lv[MINUTES_10 // 10:]) <= CUSHION + HOP + BLOCK  # no creeping lag
+
+
+@pytest.mark.parametrize("drift", [+0.005, -0.005], ids=["device-fast", "device-slow"])
+def test_with_cuts_clock_drift_is_taken_out_of_the_chunks(drift: float) -> None:
+    """The live engine's ring (``cut`` on): a slow device's surplus leaves as short cuts inside chunks
+    (under a hop each) instead of whole skipped slots; the level stays nearer the aim."""
+    run = simulate(steady(), drift=drift, cut=True)
+    expected = abs(drift) * MINUTES_10 * HOP  # samples the clocks drift apart in ten minutes
+    assert run.silence == 0
+    if drift > 0:
+        assert run.cut == 0 and abs(run.fill_ins * HOP - expected) <= 5 * HOP
+    else:
+        assert run.fill_ins == 0 and abs(run.trims * HOP + run.cut - expected) <= 2 * HOP
+        assert np.median(run.lv[MINUTES_10 // 10:]) <= CUSHION + 2 * BLOCK  # a hop trim waits for CUSHION + HOP
+        assert run.lv.max() <= CUSHION + HOP
+
+
+def test_a_write_phase_moved_earlier_is_cut_out_within_seconds() -> None:
+    """From slot 300 each chunk is written 25 ms earlier in its frame (the engine pipelined vision):
+    the ring sits 25 ms higher for good, less than a hop, so no trim takes it out; cuts do, within a
+    few seconds, and nothing runs dry."""
+    arrivals = [(k, k / 30 - (0.025 if k >= 300 else 0.0)) for k in range(1800)]
+    plain, cut = simulate(arrivals), simulate(arrivals, cut=True)
+    assert plain.trims == cut.trims == 0 and plain.silence == cut.silence == 0 and cut.fill_ins == 0
+    shift = 0.025 * SR
+    assert np.median(plain.lv[600:]) - np.median(plain.lv[:300]) >= shift - BLOCK  # stays high
+    assert 0.5 * shift <= cut.cut <= shift + BLOCK
+    assert np.median(cut.lv[600:]) - np.median(cut.lv[:300]) <= BLOCK  # back near the aim in 10 s
+
+
+def test_shorten_joins_the_two_sides_without_a_gap_or_a_click() -> None:
+    t = np.arange(HOP) / SR
+    chunk = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+    out = shorten(chunk, 480)
+    assert out.shape == (2, HOP - 480) and out.dtype == np.float32
+    a = (HOP - 480 - 240) // 2
+    assert np.array_equal(out[:, :a], chunk[:, :a]) and np.array_equal(out[:, a + 240:], chunk[:, a + 480 + 240:])
+    # a 440-Hz tone moves 2π·440·0.01 s = 4.4π in phase: the crossfade stays within the tone's range
+    assert np.abs(out).max() <= np.abs(chunk).max() + 1e-6
+    assert np.abs(np.diff(out, axis=-1)).max() <= 1.5 * np.abs(np.diff(chunk, axis=-1)).max()
+    assert shorten(chunk, 0) is chunk
+    with pytest.raises(ValueError, match="cannot take"):
+        shorten(chunk, HOP)
 
 
 def test_bursty_producer_frames_in_pairs() -> None:

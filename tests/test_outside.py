@@ -19,16 +19,19 @@ def _s16(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, -1, 1) * 32767) / 32767
 
 
-def _known_run(late_s: float, wait_s: float, k: int = 90):
+def _known_run(late_s: float, wait_s: float, k: int = 90, cuts: dict[int, int] | None = None):
     """A run with every moment known: chunk ``j`` handed at ``100 + j/30`` with 50 ms queued ahead
     of it, rendered ``late_s`` after the ledger says, following a frame grabbed ``wait_s`` after its
     picture was shown.  Chunk 40 was never played (an underrun's gap); chunk 41 is a pure tone
-    (periodic: it matches once every period) so it must be placed by the ledger's prediction."""
+    (periodic: it matches once every period) so it must be placed by the ledger's prediction.
+    ``cuts``: chunks the ring cut shorter (index → samples taken out)."""
     rng = np.random.default_rng(0)
-    recorded = (0.3 * rng.standard_normal((k * HOP, 2))).astype(np.float32)
-    t = np.arange(HOP) / SR
-    recorded[41 * HOP:42 * HOP] = 0.5 * np.sin(2 * np.pi * 480 * t)[:, None]  # period 100 samples
-    recorded[50 * HOP:51 * HOP] = 0.0  # silence: cannot be placed, and need not be
+    lengths = np.array([HOP - (cuts or {}).get(j, 0) for j in range(k)])
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    recorded = (0.3 * rng.standard_normal((bounds[-1], 2))).astype(np.float32)
+    t = np.arange(lengths[41]) / SR
+    recorded[bounds[41]:bounds[42]] = 0.5 * np.sin(2 * np.pi * 480 * t)[:, None]  # period 100 samples
+    recorded[bounds[50]:bounds[51]] = 0.0  # silence: cannot be placed, and need not be
     hand = 100.0 + np.arange(k) / CONTRACT.fps
     queue_ms = np.full(k, 50.0)
     shown = 99.9 + np.arange(k + 10) / CONTRACT.fps
@@ -39,9 +42,12 @@ def _known_run(late_s: float, wait_s: float, k: int = 90):
     starts = np.round((hand + queue_ms / 1000 + late_s - t0) * SR).astype(int)
     for j in range(k):
         if j != 40:
-            monitor[starts[j]:starts[j] + HOP] = _s16(recorded[j * HOP:(j + 1) * HOP])
-    return dict(shown=shown, t0=t0, monitor=monitor, recorded=recorded, hand_time=hand, queue_ms=queue_ms,
-                glass_to_ear_ms=g2e_ms), starts
+            monitor[starts[j]:starts[j] + lengths[j]] = _s16(recorded[bounds[j]:bounds[j + 1]])
+    run = dict(shown=shown, t0=t0, monitor=monitor, recorded=recorded, hand_time=hand, queue_ms=queue_ms,
+               glass_to_ear_ms=g2e_ms)
+    if cuts:
+        run["chunk_samples"] = lengths
+    return run, starts
 
 
 def test_chunks_are_found_sample_exact_and_gaps_are_left_out():
@@ -66,6 +72,23 @@ def test_report_recovers_a_known_delay_and_capture_wait():
     # a ledger that is wrong by 30 ms shows as such
     late = report(**_known_run(late_s=-0.03, wait_s=0.02)[0], skip_s=0.0)
     assert late["heard_minus_ledger_ms"]["p50"] == pytest.approx(-30.0, abs=0.05)
+
+
+def test_chunks_the_ring_cut_shorter_are_placed_by_their_own_lengths():
+    """The live engine's ring takes a few hundred samples out of a chunk now and then (audio.jitter
+    ``shorten``); the engine's ``chunk_samples`` says which: every chunk is still found where it
+    played.  Read as whole hops, each chunk after a cut would seem heard that much later."""
+    run, starts = _known_run(late_s=0.007, wait_s=0.02, cuts={20: 400, 60: 800})
+    out = report(**run, skip_s=0.0)
+    assert out["chunks"] == 90 and out["chunks_located"] == 88
+    assert out["heard_minus_ledger_ms"]["p50"] == pytest.approx(7.0, abs=0.05)
+    assert out["heard_minus_ledger_ms"]["max"] == pytest.approx(7.0, abs=0.05)
+    predicted = (run["hand_time"] + run["queue_ms"] / 1000 - run["t0"]) * SR
+    pos = locate_chunks(run["monitor"], run["recorded"], predicted, lengths=run["chunk_samples"])
+    placed = np.flatnonzero(pos >= 0)
+    assert np.array_equal(pos[placed], starts[placed])
+    as_hops = report(**{k: v for k, v in run.items() if k != "chunk_samples"}, skip_s=0.0)
+    assert as_hops["heard_minus_ledger_ms"]["p50"] != pytest.approx(7.0, abs=1.0)
 
 
 def _measure_default_model(display: str, monitor: str, pulse_env: dict, work) -> dict:

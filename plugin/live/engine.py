@@ -19,7 +19,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError
-from audio.jitter import Action, LevelTarget, RingLedger
+from audio.jitter import Action, LevelTarget, RingLedger, shorten
 from audio.measure import choose_threads, percentiles, rss_mib
 from plugin.live.config import EngineConfig, EngineError
 from plugin.live.metrics import Series
@@ -104,10 +104,11 @@ class LiveEngine:
         self._queue_ms = Series(cap)
         self._age = Series(cap)
         self._hand_times = Series(cap)
+        self._chunk_samples = Series(cap)
         self._rss = Series(4096)
         self.counts = dict(slots=0, chunks=0, skipped_slots=0, fill_ins=0, trimmed=0, vision_encoded=0,
                            fresh_slots=0, stale_slots=0, vision_skipped=0, late_slots=0, resets=0,
-                           model_swaps=0)
+                           model_swaps=0, cut_samples=0)
         self._policy: DegradationPolicy | None = None
         self._started_at: float | None = None
         self._first_chunk_at: float | None = None
@@ -550,7 +551,7 @@ class LiveEngine:
         underruns_seen = 0
         underflows_seen = 0
         ring = RingLedger(LevelTarget(cushion=cushion, hop=hop, blocksize=cfg.blocksize,
-                                      drift_window=cfg.drift_window), fill_in=cfg.fill_in)
+                                      drift_window=cfg.drift_window), fill_in=cfg.fill_in, cut=live)
         while True:
             session = self._apply_controls(session)
             frame = inbox.get(self._stop_evt)
@@ -609,6 +610,10 @@ class LiveEngine:
             fresh = self._token_frame is not None and self._token_frame.index == frame.index
             self.counts["fresh_slots" if fresh else "stale_slots"] += 1
             chunk, a_ms = self._audio_step(session)
+            cut = ring.cut_now()
+            if cut:  # the ring sits a little high: this chunk comes out that much shorter
+                chunk = shorten(chunk, cut)
+                self.counts["cut_samples"] += cut
             compute_ms = (time.monotonic() - t_pick) * 1000
             ahead = self._write(sinks, device, chunk, compute_ms)
             busy_ms = compute_ms  # the slot's time, the wait for vision included
@@ -683,6 +688,7 @@ class LiveEngine:
         self._g2e.add((t_hand - src.captured_at + queue_s) * 1000)
         self._queue_ms.add(queue_s * 1000)
         self._hand_times.add(t_hand)
+        self._chunk_samples.add(chunk.shape[-1])
         if compute_ms is not None:
             self._compute.add(compute_ms)
         self._age.add(max(0, self._cur_index - src.index))
@@ -784,7 +790,7 @@ class LiveEngine:
                                 self._thread_split, strict=True)),
             "end_reason": self._end_reason or ("running" if self.running else ""),
             "wall_s": round((self._ended_at or now) - self._started_at, 3) if self._started_at else 0.0,
-            "stream_s": round(chunks / CONTRACT.fps, 3),
+            "stream_s": round((chunks * CONTRACT.hop - counts["cut_samples"]) / CONTRACT.sample_rate, 3),
             "achieved_fps": round((chunks - 1) / wall, 3) if wall > 0 else None,
             **counts,
             "vision_replaced": self._vision_thread.replaced if self._vision_thread else 0,
@@ -827,15 +833,15 @@ class LiveEngine:
         return out
 
     SERIES = ("glass_to_ear_ms", "compute_ms", "audio_path_ms", "vision_ms", "device_queue_ms",
-              "token_age_frames", "hand_time", "rss_mb")
+              "token_age_frames", "hand_time", "chunk_samples", "rss_mb")
 
     def series(self, name: str) -> np.ndarray:
         """A copy of the per-chunk history of one metric, oldest first (``hand_time``: the monotonic
-        moment each chunk was handed to the sinks; ``vision_ms``: per encode; ``rss_mb``: every 300
-        slots)."""
+        moment each chunk was handed to the sinks; ``chunk_samples``: its length, a hop unless the
+        ring cut it shorter; ``vision_ms``: per encode; ``rss_mb``: every 300 slots)."""
         rings = {"glass_to_ear_ms": self._g2e, "compute_ms": self._compute, "audio_path_ms": self._audio,
                  "vision_ms": self._vision, "device_queue_ms": self._queue_ms, "token_age_frames": self._age,
-                 "hand_time": self._hand_times, "rss_mb": self._rss}
+                 "hand_time": self._hand_times, "chunk_samples": self._chunk_samples, "rss_mb": self._rss}
         if name not in rings:
             raise KeyError(f"unknown series {name!r}; valid: {', '.join(self.SERIES)}")
         return rings[name].values().copy()

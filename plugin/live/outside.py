@@ -228,24 +228,34 @@ def _search(monitor: np.ndarray, chunk: np.ndarray, lo: int, hi: int, near: int,
     return None
 
 
+def _chunk_bounds(n_samples: int, lengths: np.ndarray | None, hop: int = CONTRACT.hop) -> np.ndarray:
+    """Start of each whole chunk in a recording of ``n_samples`` (and its end last): ``lengths`` per
+    chunk (the engine's ``chunk_samples``: a hop unless the ring cut it), or a hop each."""
+    if lengths is None:
+        lengths = np.full(n_samples // hop, hop, np.int64)
+    bounds = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64))])
+    return bounds[bounds <= n_samples]
+
+
 def locate_chunks(monitor: np.ndarray, recorded: np.ndarray, predicted: np.ndarray | None = None, *,
                   window: int = CONTRACT.sample_rate // 2, hop: int = CONTRACT.hop,
-                  quiet: float = 1e-3) -> np.ndarray:
-    """Position of every ``hop``-sample chunk of ``recorded`` ((K·hop, 2)) in ``monitor`` ((M, 2)),
-    ``-1`` where it cannot be placed (too quiet to be unambiguous, or not played: an underrun's gap).
-    ``predicted`` (``(K,)`` monitor sample positions, e.g. from the engine's ledger) centres the
-    search of a chunk that does not follow its predecessor; without it the first chunk is searched
-    everywhere."""
-    k = len(recorded) // hop
+                  quiet: float = 1e-3, lengths: np.ndarray | None = None) -> np.ndarray:
+    """Position of every chunk of ``recorded`` ((N, 2): ``hop`` samples each, or ``lengths``) in
+    ``monitor`` ((M, 2)), ``-1`` where it cannot be placed (too quiet to be unambiguous, or not
+    played: an underrun's gap).  ``predicted`` (``(K,)`` monitor sample positions, e.g. from the
+    engine's ledger) centres the search of a chunk that does not follow its predecessor; without it
+    the first chunk is searched everywhere."""
+    bounds = _chunk_bounds(len(recorded), lengths, hop)
+    k = len(bounds) - 1
     pos = np.full(k, -1, np.int64)
-    prev = None
+    prev = None  # where the previous chunk's successor should start
     for i in range(k):
-        chunk = recorded[i * hop:(i + 1) * hop]
+        chunk = recorded[bounds[i]:bounds[i + 1]]
         if np.abs(chunk).max() < quiet:
-            prev = None if prev is None else prev + hop  # keep walking: the next chunk likely follows
+            prev = None if prev is None else prev + len(chunk)  # keep walking: the next chunk likely follows
             continue
-        if prev is not None and _matches(monitor, prev + hop, chunk):
-            pos[i] = prev + hop
+        if prev is not None and _matches(monitor, prev, chunk):
+            pos[i] = prev
         else:
             if predicted is not None:
                 centre = int(predicted[i])
@@ -255,29 +265,36 @@ def locate_chunks(monitor: np.ndarray, recorded: np.ndarray, predicted: np.ndarr
                 found = _search(monitor, chunk, lo, len(monitor), lo)
             if found is not None:
                 pos[i] = found
-        prev = int(pos[i]) if pos[i] >= 0 else (None if prev is None else prev + hop)
+        if pos[i] >= 0:
+            prev = int(pos[i]) + len(chunk)
+        elif prev is not None:
+            prev += len(chunk)
     return pos
 
 
 def report(*, shown: np.ndarray, t0: float, monitor: np.ndarray, recorded: np.ndarray,
            hand_time: np.ndarray, queue_ms: np.ndarray, glass_to_ear_ms: np.ndarray,
-           device_latency_ms: float = 0.0, reference: np.ndarray | None = None, skip_s: float = 1.0) -> dict:
+           device_latency_ms: float = 0.0, reference: np.ndarray | None = None, skip_s: float = 1.0,
+           chunk_samples: np.ndarray | None = None) -> dict:
     """Everything the outside measurement says about one run.
 
     ``shown``: when each picture was on screen; ``t0``/``monitor``: the monitor recording and the
-    moment of its sample 0; ``recorded``: what the engine handed to its sinks ((K·1600, 2));
-    ``hand_time``/``queue_ms``/``glass_to_ear_ms``: the engine's per-chunk ledger
-    (:meth:`LiveEngine.series`), ``device_latency_ms`` the part of the queue the device itself
-    reported (the rest is the engine's ring); ``reference``: the pictures' own sound ((2, T·1600), the world's
-    ground truth), placed on the display's timeline to time the generated onsets against the
-    picture changes.  Chunks handed out in the first ``skip_s`` (start-up) are left out."""
+    moment of its sample 0; ``recorded``: what the engine handed to its sinks ((N, 2));
+    ``hand_time``/``queue_ms``/``glass_to_ear_ms``/``chunk_samples``: the engine's per-chunk ledger
+    (:meth:`LiveEngine.series`; without ``chunk_samples``, a hop each), ``device_latency_ms`` the
+    part of the queue the device itself reported (the rest is the engine's ring); ``reference``:
+    the pictures' own sound ((2, T·1600), the world's ground truth), placed on the display's
+    timeline to time the generated onsets against the picture changes.  Chunks handed out in the
+    first ``skip_s`` (start-up) are left out."""
     from audio.metrics import DEFAULT_CONFIG, MetricsConfig, av_offset, onset_novelty
 
     sr, hop = CONTRACT.sample_rate, CONTRACT.hop
-    k = min(len(recorded) // hop, len(hand_time), len(queue_ms), len(glass_to_ear_ms))
+    bounds = _chunk_bounds(len(recorded), chunk_samples, hop)
+    k = min(len(bounds) - 1, len(hand_time), len(queue_ms), len(glass_to_ear_ms))
     predicted_dac = hand_time[:k] + queue_ms[:k] / 1000  # the ledger: when the chunk's first sample plays
     captured = predicted_dac - glass_to_ear_ms[:k] / 1000  # the frame the chunk followed was grabbed then
-    pos = locate_chunks(monitor, recorded[:k * hop], (predicted_dac - t0) * sr)
+    pos = locate_chunks(monitor, recorded[:bounds[k]], (predicted_dac - t0) * sr,
+                        lengths=None if chunk_samples is None else chunk_samples[:k])
     heard = t0 + pos / sr
     keep = (pos >= 0) & (hand_time[:k] >= hand_time[0] + skip_s)
     # the picture on screen when the frame was grabbed: the last one shown before the grab
@@ -362,6 +379,7 @@ def measure(model, *, display: str, monitor: str, pulse_env: dict | None = None,
     recorded, _ = soundfile.read(wav, dtype="float32", always_2d=True)
     raw = {"shown": shown, "t0": recorder.t0(), "hand_time": engine.series("hand_time"),
            "queue_ms": engine.series("device_queue_ms"), "glass_to_ear_ms": engine.series("glass_to_ear_ms"),
+           "chunk_samples": engine.series("chunk_samples"),
            "device_latency_ms": engine.stats()["device_latency_ms"] or 0.0}
     np.savez(work / "ledger.npz", **raw)  # for a closer look: every moment of the run
     out = report(monitor=recorder.audio(), recorded=recorded, reference=reference, skip_s=settle_s + 0.5, **raw)

@@ -114,3 +114,15 @@ class EngineConfig:
     @property
     def cushion_samples(self) -> int:
         return round(self.cushion_ms * CONTRACT.sample_rate / 1000)
+
+    @property
+    def encode_slot_limit_ms(self) -> float:
+        """How long a slot that waits for vision (its encode and its audio path) may take and still
+        be waited for: until the vision deadline (``deadline_fraction`` × T), and, playing to a sound
+        device, no longer than a frame plus what the ring holds beyond one device block (the
+        cushion) — longer, and the device runs dry on every encode however cheap the slots between."""
+        limit = self.policy.deadline_fraction * CONTRACT.frame_ms
+        if any(s.strip().partition(":")[0] == "device" for s in self.sinks):
+            room_ms = (self.cushion_samples - self.blocksize) / CONTRACT.sample_rate * 1000
+            limit = min(limit, CONTRACT.frame_ms + room_ms)
+        return limit

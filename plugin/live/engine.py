@@ -23,7 +23,7 @@ from audio.jitter import Action, LevelTarget, RingLedger, shorten
 from audio.measure import choose_threads, percentiles, rss_mib
 from plugin.live.config import EngineConfig, EngineError
 from plugin.live.metrics import Series
-from plugin.live.policy import DegradationPolicy, Rung, build_ladder
+from plugin.live.policy import DegradationPolicy, Rung, build_ladder, predict_ms
 from plugin.live.vision import Inbox, VisionThread, set_thread_torch_threads
 
 log = logging.getLogger(__name__)
@@ -407,19 +407,14 @@ class LiveEngine:
         return (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000
 
     def _predict(self, rung: Rung) -> float | None:
-        """Expected compute per slot on ``rung``: the audio path (its prefeed included) plus, on rungs
-        that wait for vision, the vision time spread over ``vision_every`` slots (NFE / ω changes are
-        not modelled), from the times measured on rungs of its kind (waiting or pipelined)."""
+        """:func:`plugin.live.policy.predict_ms` for ``rung``, from the times measured on rungs of its
+        kind (waiting or pipelined); None before any were."""
         kind = rung.wait_for_vision
         v, a = self._times.get(kind, "vision"), self._times.get(kind, "audio")
         if v is None or a is None:
             return None
-        audio = a + (self._times.get(kind, "prefeed") or 0.0)
-        if not rung.wait_for_vision:
-            return audio
-        if v + a >= self.config.policy.deadline_fraction * CONTRACT.frame_ms:
-            return math.inf  # the token could never be waited for in time
-        return audio + v / rung.vision_every
+        return predict_ms(rung, vision=v, audio=a, prefeed=self._times.get(kind, "prefeed") or 0.0,
+                          encode_slot_limit=self.config.encode_slot_limit_ms)
 
     def _choose_start_rung(self, measured: tuple[float, float, float] | None) -> None:
         """Start on the first rung predicted to fit (< ``high`` × T) by the warm-up step's vision and

@@ -44,6 +44,20 @@ def build_ladder(*, nfe: int, guidance: float, valid_nfe: tuple[int, ...]) -> li
     return rungs
 
 
+def predict_ms(rung: Rung, *, vision: float, audio: float, prefeed: float = 0.0,
+               encode_slot_limit: float = math.inf) -> float:
+    """Expected compute per slot on ``rung`` (ms): the audio path and the prefeed plus, on rungs
+    that wait for vision, the vision time spread over ``vision_every`` slots (NFE / ω changes are
+    not modelled); ``inf`` for a waiting rung whose encode slot (``vision + audio``) reaches
+    ``encode_slot_limit`` (:attr:`EngineConfig.encode_slot_limit_ms`): it could never be waited
+    for, however cheap the slots between."""
+    if not rung.wait_for_vision:
+        return audio + prefeed
+    if vision + audio >= encode_slot_limit:
+        return math.inf
+    return audio + prefeed + vision / rung.vision_every
+
+
 class DegradationPolicy:
     """The ladder with hysteresis (docs/live-engine.md).  Pure logic, no clock of its own:
     the worker calls :meth:`observe` once per slot with that slot's compute time."""

@@ -423,8 +423,19 @@ def test_policy_takes_a_new_ladder_and_a_start_rung_through_its_methods():
 # --------------------------------------------------------------------------------------------------
 
 
+def _tiny_run(cfg: EngineConfig) -> tuple[dict, dict[str, np.ndarray]]:
+    """The engine run of a real-time test with the tiny model (in the child of ``in_fresh_process``:
+    these runs keep pace only just on these shared cores, and what earlier tests left in the test
+    process must not tilt them): its stats and per-chunk series."""
+    from model.generator import load_generator
+
+    engine = LiveEngine(config=cfg, generator=load_generator("tiny", device="cpu"))
+    st = engine.run()
+    return st, {k: engine.series(k) for k in ("chunk_samples", "glass_to_ear_ms", "device_queue_ms")}
+
+
 def test_video_file_plays_continuously_and_the_recording_equals_what_was_played(
-    pulse, monitor, generator, tmp_path  # noqa: F811 - `monitor` is the fixture imported above
+    pulse, monitor, tmp_path  # noqa: F811 - `monitor` is the fixture imported above
 ):
     """A 25-fps H.264 file (resampled to 30 fps by the capture thread), paced in real time, played
     into the null sink at half volume and recorded to a wav beside it."""
@@ -433,22 +444,20 @@ def test_video_file_plays_continuously_and_the_recording_equals_what_was_played(
     cfg = EngineConfig(source=f"file:{video}", sinks=("device:pulse",), record=str(rec), duration_s=3.0,
                        volume=0.5, threads=2, cushion_ms=100)
     mark = monitor.mark()
-    engine = LiveEngine(config=cfg, generator=generator)
-    st = engine.run()
+    st, series = in_fresh_process(_tiny_run, cfg)
     played = monitor.since(mark)
     recorded = read(rec)
     counts = {k: st[k] for k in ("chunks", "skipped_slots", "fill_ins", "underruns")}
     print(f"\nvideo run: {json.dumps(counts)} g2e {st['glass_to_ear_ms']} compute {st['compute_ms']} "
           f"rungs {st['policy']['seconds_at']}")
     assert st["end_reason"] == "duration reached" and st["error"] is None
-    lengths = engine.series("chunk_samples")  # a hop each, unless the ring cut one shorter
+    lengths = series["chunk_samples"]  # a hop each, unless the ring cut one shorter
     assert recorded.shape[0] == lengths.sum() == st["chunks"] * HOP - st["cut_samples"]
     assert 80 <= st["chunks"] <= 95, st["chunks"]  # 3 s at 30 fps (± skipped slots / fill-ins)
     assert st["capture"]["repeated"] >= 10  # 25 → 30 fps repeats every 5th frame
     assert st["underruns_after_startup"] <= underrun_bound(st["chunks"])
     assert st["device_latency_ms"] == pytest.approx(2 * cfg.blocksize / SR * 1000, rel=0.05)  # PulseAudio
-    g2e = engine.series("glass_to_ear_ms")
-    queue = engine.series("device_queue_ms")
+    g2e, queue = series["glass_to_ear_ms"], series["device_queue_ms"]
     # (the stats round the device's latency to 0.01 ms: an empty ring at a write shows 16.6667 against 16.67)
     assert g2e.size == st["chunks"] and np.all(g2e > queue) and np.all(queue >= st["device_latency_ms"] - 0.01)
     assert_continuous(recorded, lengths)
@@ -458,7 +467,7 @@ def test_video_file_plays_continuously_and_the_recording_equals_what_was_played(
     assert start >= round(0.1 * SR) - 600 and not played[start - round(0.1 * SR) + 600:start].any()
 
 
-def test_screen_of_an_xvfb_display(xvfb, pulse, monitor, generator, tmp_path):  # noqa: F811
+def test_screen_of_an_xvfb_display(xvfb, pulse, monitor, tmp_path):  # noqa: F811
     picture = moving_picture(7, xvfb.width, xvfb.height)
     painter = xvfb.show_image(picture)
     rec = tmp_path / "screen.flac"
@@ -466,18 +475,19 @@ def test_screen_of_an_xvfb_display(xvfb, pulse, monitor, generator, tmp_path):  
         cfg = EngineConfig(source="screen", sinks=("device:pulse", "null"), record=str(rec), duration_s=2.0,
                            threads=2, cushion_ms=100)
         mark = monitor.mark()
-        engine = LiveEngine(config=cfg, generator=generator)
-        st = engine.run()
+        st, series = in_fresh_process(_tiny_run, cfg)
         played = monitor.since(mark)
     finally:
         painter.terminate()
         painter.wait(timeout=10)
     recorded = read(rec)
     print(f"\nscreen run: chunks {st['chunks']} capture {st['capture']} g2e {st['glass_to_ear_ms']} "
-          f"cut {st['cut_samples']}")
+          f"cut {st['cut_samples']} underruns {st['underruns']} ({st['underruns_after_startup']} after start-up) "
+          f"skipped {st['skipped_slots']} fill-ins {st['fill_ins']} compute {st['compute_ms']} "
+          f"rungs {st['policy']['seconds_at']}")
     assert st["source"] == "screen" and st["capture"]["captured"] >= 40
     # a live source: the ring may have cut a chunk shorter (audio.jitter), and says so
-    lengths = engine.series("chunk_samples")
+    lengths = series["chunk_samples"]
     assert lengths.size == st["chunks"] and HOP * st["chunks"] - lengths.sum() == st["cut_samples"]
     assert 50 <= st["chunks"] <= 65 and recorded.shape[0] == st["chunks"] * HOP - st["cut_samples"]
     assert [s["samples_written"] for s in st["sink_stats"]["sinks"]][1:] == [recorded.shape[0]] * 2

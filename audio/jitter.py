@@ -13,9 +13,8 @@ looked at: a hop above the aim (cushion + half a block) books a surplus (slow cl
 capture and sound card, a shifted write phase); with ``cut`` on, a smaller surplus (over one block)
 is taken out of the next chunk itself (:func:`shorten`: up to half a hop, joined by a crossfade, and
 never below the cushion at the window's lowest level) — a rung that writes earlier in the frame
-keeps its sound no later than it needs to be.  A ring running dry
-at the writes (median of the last 8 under half a block: the device plays faster than the frames
-come) books a deficit at once.
+keeps its sound no later than it needs to be.  A ring running dry at the writes (median of the last
+8 under half a block: the device plays faster than the frames come) books a deficit at once.
 
 The decisions are pure (numbers in, an :class:`Action` or a count out): the engine feeds what the
 device reports, and the tests drive it with a simulated device clock.  The engine's use of it:

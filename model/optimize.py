@@ -1,80 +1,148 @@
-"""The optimised CPU path of the per-frame step (``livefoley bench --optimize``).
+"""The optimised CPU path of the per-frame step (``--optimize`` of ``bench``, ``live``, ``obs``).
 
-DINOv2 is most of a frame's cost on a CPU (bench: ~12 of ~20 ms for the shipped model, bf16 on
-two cores).  :func:`optimize_vision` replaces its streaming forward — one frame, ``(1, 3, h, w)``
-— by a graph that torch.compile's inductor built from the backbone with every linear layer in
-int8: weights quantised per output channel once, activations per call (dynamic scales), through
-PT2E and the x86 inductor quantizer (torchao), so the matrix products run on AMX / VNNI int8
-units.  The backbone's other inputs (a batch of frames, as ``prepare`` and ``generate`` use) keep
-the eager path.  The price: building the graph takes seconds, and the grids move by about 1 %
-(relative L2; bf16 alone moves them ~0.3 %) — ``bench --optimize`` measures and prints both.
+DINOv2 is most of a frame's cost on a CPU.  :func:`optimize_vision` gives the backbone's streaming
+forward — one frame, ``(1, 3, h, w)`` — a graph that torch.compile's inductor built for one thread
+count, and which graph wins depends on the CPU, so each is *measured* there and the fastest kept
+(the eager forward included: a count where no graph beats it keeps the eager path):
 
-Candidates measured on the 2-core build machine (Xeon with AMX, torch 2.14, DINOv2-S/14 at 84×140):
-eager bf16 11.9 ms; whole model in bf16 10.6; compiled bf16 9.3; compiled static int8 6.4 but
-19 % grid error (calibrated activations clip); **compiled dynamic int8 7.9 ms, 1 % error** (kept).
+* ``int8``: every linear layer in int8 — weights per output channel once, activations per call
+  (dynamic scales), through PT2E and the x86 inductor quantizer (torchao, ``livefoley[fast]``).
+  Grids move by ~1 % (relative L2).  Wins where the CPU has AMX int8 (Xeon 4th gen on): 7.9 against
+  11.9 ms eager on the 2-core Sapphire Rapids build machine.  On an AMD EPYC (AVX-512 VNNI, no
+  AMX) the same graph took 38 ms against 17 eager (2026-12-07).
+* ``bf16``: the eager computation (bf16 autocast: products in bf16, norms in fp32) compiled, its
+  elementwise work fused: the same numbers to ~1e-3.  On that EPYC 13.5 against 14.5 ms on two
+  threads, 21.2 against 24.8 on one.
+
+Candidates measured and not kept (Sapphire Rapids): the whole ViT in bf16 (10.6 ms against 11.9;
+norms in bf16), compiled static int8 (6.4 ms but 19 % grid error: calibrated activations clip).
 Compiling the audio path (transformer, head: graph-capturable, see
-``model.generator.StreamSession.latent_from_noise``) made it slower (24 vs 6.3 ms: a compiled
-step copies the whole KV cache it writes into), so it stays eager.
+``model.generator.StreamSession.latent_from_noise``) made it slower (24 vs 6.3 ms: a compiled step
+copies the whole KV cache it writes into), so it stays eager.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from audio.errors import LivefoleyError
 
-__all__ = ["optimize_vision"]
+__all__ = ["PATHS", "optimize_vision"]
+
+log = logging.getLogger(__name__)
+
+PATHS = ("int8", "bf16")  # the compiled candidates, besides the eager forward
+TIMING_ROUNDS = 15  # interleaved runs of every candidate; the median decides
 
 
 class _Features(nn.Module):
-    def __init__(self, vit: nn.Module) -> None:
+    """The backbone's forward as eager runs it: fp32 weights, bf16 autocast when ``bf16``."""
+
+    def __init__(self, vit: nn.Module, *, bf16: bool = False) -> None:
         super().__init__()
         self.vit = vit
+        self.bf16 = bf16
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.vit.forward_features(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.vit.forward_features(images).float()
 
 
-def optimize_vision(backbone, threads: tuple[int, ...] | None = None) -> float:
-    """Give ``backbone`` (a :class:`model.vision.DinoBackbone` on the CPU) its int8 compiled
-    one-frame forward for each CPU thread count in ``threads`` (default: torch's current one) —
-    inductor writes the thread count into the kernels it generates, so a graph built for two
-    threads would spin on a core another process holds; the backbone uses the graph built for
-    the count in force when it runs, the eager path for any other.  Returns the seconds it took
-    (export, quantisation, compilation and a first run of each graph)."""
+def _int8_module(vit: nn.Module, example: Tensor) -> nn.Module:
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
     except ImportError as err:
-        raise LivefoleyError(f"the optimised path needs torchao ({err}); install it with "
-                             "`pip install 'livefoley[fast]'` or run without --optimize") from None
+        raise ImportError(f"the int8 path needs torchao ({err}): `pip install 'livefoley[fast]'`") from None
+    graph = torch.export.export(_Features(vit), (example,)).module()
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=True))
+    prepared = prepare_pt2e(graph, quantizer)
+    prepared(example)  # the weight observers see the weights (activations are scaled per call)
+    return convert_pt2e(prepared)
+
+
+def _compiled(module: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]:
+    # its own copy (its own code object), so torch.compile does not reuse another count's graph;
+    # freezing: weights as constants, so the products run on packed weights
+    with torch._inductor.config.patch(freezing=True):
+        graph = torch.compile(copy.deepcopy(module), dynamic=False)
+        graph(example)  # compiles now, not on the first frame
+    return graph
+
+
+def _median_ms(candidates: dict[str, Callable[[Tensor], Tensor]], example: Tensor) -> dict[str, float]:
+    """Per candidate, the median time of one forward over interleaved rounds (a noisy machine
+    tilts them all alike)."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for fn in candidates.values():
+        fn(example)  # warm
+    for _ in range(TIMING_ROUNDS):
+        for name, fn in candidates.items():
+            t = time.perf_counter()
+            fn(example)
+            times[name].append((time.perf_counter() - t) * 1000.0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
+                    paths: tuple[str, ...] = PATHS, keep: str | None = None) -> float:
+    """Give ``backbone`` (a :class:`model.vision.DinoBackbone` on the CPU) the fastest one-frame
+    forward for each CPU thread count in ``threads`` (default: torch's current one): every compiled
+    candidate in ``paths`` is built for that count (inductor writes the count into its kernels, so a
+    graph built for two threads would spin on a core another process holds) and timed against the
+    eager forward; the backbone uses the winner's graph at that count and the eager path for any
+    other.  ``keep`` (one of ``paths``) installs that candidate whatever the timing (tests).  What
+    was measured and chosen is in ``backbone.fast_choice``: ``{count: {"path", "ms": {name: ms}}}``.
+    Returns the seconds it took (export, quantisation, compilation, timing)."""
+    unknown = set(paths) - set(PATHS) or ({keep} - set(paths) if keep else set())
+    if unknown:
+        raise ValueError(f"unknown optimised path(s) {sorted(unknown)}; choose from {PATHS}")
     if backbone.device.type != "cpu":
-        raise LivefoleyError("--optimize is the CPU path (int8 on AMX / VNNI); on a GPU leave it out")
+        raise LivefoleyError("--optimize is the CPU path (compiled for the CPU's int8 / bf16 units); on a GPU "
+                             "leave it out")
     start = time.perf_counter()
     h, w = backbone.config.input_size
     example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    features = _Features(copy.deepcopy(backbone.vit).float().eval())
+    bf16 = backbone.config.dtype == "bf16"
+    vit = copy.deepcopy(backbone.vit).float().eval()
+    eager = _Features(backbone.vit, bf16=bf16)
+    modules: dict[str, nn.Module] = {}
     with torch.no_grad():
-        graph = torch.export.export(features, (example,)).module()
-        quantizer = xiq.X86InductorQuantizer()
-        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=True))
-        prepared = prepare_pt2e(graph, quantizer)
-        prepared(example)  # the weight observers see the weights (activations are scaled per call)
-        quantized = convert_pt2e(prepared)
+        if "int8" in paths:
+            try:
+                modules["int8"] = _int8_module(vit, example)
+            except ImportError as err:
+                if keep == "int8" or paths == ("int8",):
+                    raise LivefoleyError(f"{err}, or run without --optimize") from None
+                log.info("optimised vision: %s; trying the other paths", err)
+        if "bf16" in paths:
+            modules["bf16"] = _Features(vit, bf16=bf16)
         before = torch.get_num_threads()
         graphs = dict(backbone.fast_features or {})
+        choices = dict(getattr(backbone, "fast_choice", None) or {})
         try:
             for n in threads or (before,):
                 torch.set_num_threads(n)
-                # its own copy (its own code object), so torch.compile does not reuse another count's graph
-                with torch._inductor.config.patch(freezing=True):  # weights as constants: packed int8 GEMMs
-                    graphs[n] = torch.compile(copy.deepcopy(quantized), dynamic=False)
-                    graphs[n](example)  # compiles now, not on the first frame
+                built = {name: _compiled(module, example) for name, module in modules.items()}
+                ms = _median_ms({"eager": eager, **built}, example)
+                best = keep or min(ms, key=ms.get)
+                if best == "eager":
+                    graphs.pop(n, None)
+                else:
+                    graphs[n] = built[best]
+                choices[n] = {"path": best, "ms": {k: round(v, 2) for k, v in ms.items()}}
+                log.info("optimised vision, %d thread(s): %s (%s ms a frame)", n, best,
+                         ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
         finally:
             torch.set_num_threads(before)
     backbone.fast_features = graphs
+    backbone.fast_choice = choices
     return time.perf_counter() - start

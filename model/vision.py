@@ -280,6 +280,7 @@ class DinoBackbone(nn.Module):
         self.mean, self.std = tuple(mean.tolist()), tuple(std.tolist())
         # the optimised one-frame forward per CPU thread count (model.optimize.optimize_vision)
         self.fast_features: dict[int, Callable[[Tensor], Tensor]] | None = None
+        self.fast_choice: dict[int, dict] | None = None  # what optimize_vision measured and kept
         # uint8 → normalised: x·(1 / (255·std)) − mean/std, kept on the CPU where frames arrive
         self._scale = (1.0 / (255.0 * std)).view(3, 1, 1)
         self._shift = (-mean / std).view(3, 1, 1)

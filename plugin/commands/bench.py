@@ -19,7 +19,7 @@ the timed loop; CUDA timings synchronise the device at each component boundary.
 examples:
   livefoley bench --model default --threads 1
   livefoley bench --nfe 1 --cfg 3 --frames 600 --json bench.json --plot bench.png
-  livefoley bench --nfe 1 --cfg 3 --optimize     # eager and optimised (int8 DINOv2) side by side
+  livefoley bench --nfe 1 --cfg 3 --optimize     # eager and optimised (compiled DINOv2) side by side
   livefoley bench --device cuda --dtype bf16 --model runs/base_ect"""
 
 
@@ -44,9 +44,10 @@ def register(subparsers) -> None:
                    help="run quiet, with one core kept busy by another process (it starts it itself), or both "
                         "(default; the rows side by side)")
     p.add_argument("--optimize", action="store_true",
-                   help="also run the optimised CPU path (DINOv2 in int8, compiled by torch.compile; needs torchao) "
-                        "and print its rows beside the eager ones, with the speed-up, the seconds it took to build and "
-                        "how far it moves the tokens and the audio")
+                   help="also run the optimised CPU path (DINOv2 compiled by torch.compile, in int8 — needs "
+                        "torchao — or bf16, whichever this CPU runs fastest) and print its rows beside the "
+                        "eager ones, with the speed-up, what each candidate measured, the seconds it took to "
+                        "build and how far it moves the tokens and the audio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the full report (with every sample) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="latency distributions against the 33.3 ms line")

@@ -70,8 +70,10 @@ def register(subparsers) -> None:
                    help="CPU threads in all: the model uses all of them, or splits them with the vision "
                         "encoder when the degradation policy runs it alongside (default: torch's own setting)")
     p.add_argument("--optimize", action="store_true",
-                   help="run DINOv2 in int8, compiled (needs torchao; ~25 %% less time per frame on a CPU with "
-                        "AMX/VNNI, tokens within a few %%): built before the first sound, ~15 s per thread count")
+                   help="run DINOv2 compiled, in int8 (needs torchao; tokens within a few %%) or bf16, whichever "
+                        "this CPU runs fastest (int8 wins with AMX: ~25 %% less time per frame; a CPU where "
+                        "neither beats the eager path keeps it): built and measured before the first sound, "
+                        "~25 s per thread count")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
     p.add_argument("--blocksize", type=int, default=400, metavar="SAMPLES",
                    help="sound-device block (default 400 = 8.3 ms; PulseAudio reports two blocks of "

@@ -61,8 +61,9 @@ class EngineConfig:
       local DINOv2 file for a model whose vision weights come from the hub); ``threads``: CPU
       threads in all (None: one per idle core), see *Threads* in :mod:`plugin.live.engine`;
       ``nfe`` / ``guidance`` ω (None: the model's defaults; ``--cfg`` on the command line); ``seed``;
-      ``optimize``: DINOv2 in int8, compiled for the thread counts the engine uses
-      (:mod:`model.optimize`; built before the first sound, ~15 s per count on two cores).
+      ``optimize``: DINOv2 compiled for the thread counts the engine uses, in int8 or bf16,
+      whichever this CPU runs fastest (:mod:`model.optimize`; built and measured before the first
+      sound, ~25 s per count on two cores).
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
       (the ring level kept ahead of each new chunk), ``capacity_frames`` of ring.

@@ -278,7 +278,7 @@ class LiveEngine:
         return load_generator(name, device=self.config.device, dinov2_weights=self.config.dinov2_weights)
 
     def _optimise(self, gen) -> None:
-        """``config.optimize``: the int8 compiled DINOv2 for every thread count vision runs with here
+        """``config.optimize``: the fastest compiled DINOv2 for every thread count vision runs with here
         (all N on the waiting rungs, ⌊N/2⌋ on the vision thread)."""
         if not self.config.optimize or gen.device.type != "cpu":
             return
@@ -286,9 +286,9 @@ class LiveEngine:
 
         counts = tuple(sorted({self._thread_split[0], self._thread_split[2]}))
         backbone = gen.model.tokenizer.backbone
-        if backbone.fast_features and set(counts) <= set(backbone.fast_features):
+        if backbone.fast_choice and set(counts) <= set(backbone.fast_choice):
             return
-        log.info("building the optimised vision path (int8, compiled) for %s thread(s)…", counts)
+        log.info("building and measuring the optimised vision paths (compiled) for %s thread(s)…", counts)
         log.info("optimised vision path ready in %.1f s", optimize_vision(backbone, counts))
 
     def _open_source(self):

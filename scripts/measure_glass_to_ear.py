@@ -69,7 +69,7 @@ def main() -> int:
     p.add_argument("--size", default="320x180", help="picture size WxH (default 320x180)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--nfe", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--optimize", action="store_true", help="the int8 compiled vision path (as `live --optimize`)")
+    p.add_argument("--optimize", action="store_true", help="the fastest compiled vision path (as `live --optimize`)")
     p.add_argument("--cushion-ms", type=float, default=None, help="silence queued ahead of the first chunk "
                    "(default: the engine's)")
     p.add_argument("--load", choices=("quiet", "busy", "both"), default="quiet",

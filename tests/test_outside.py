@@ -91,6 +91,21 @@ def test_chunks_the_ring_cut_shorter_are_placed_by_their_own_lengths():
     assert as_hops["heard_minus_ledger_ms"]["p50"] != pytest.approx(7.0, abs=1.0)
 
 
+def test_a_ledger_that_kept_only_the_last_chunks_is_matched_to_the_end_of_the_recording():
+    """The engine keeps its per-chunk history in rings (``history_s``, 10 minutes by default) while
+    its recording holds every chunk: over a longer run the ledger's first entry is not the
+    recording's first chunk.  The report lines them up from the end (a 10-minute measurement once
+    placed none of 18 000 chunks: every one was compared with the chunk 138 earlier)."""
+    run, starts = _known_run(late_s=0.007, wait_s=0.02, cuts={20: 400, 60: 800})
+    first = 30  # the ring kept chunks 30 … 89
+    kept = {k: (v[first:] if k in ("hand_time", "queue_ms", "glass_to_ear_ms", "chunk_samples") else v)
+            for k, v in run.items()}
+    out = report(**kept, skip_s=0.0)
+    assert out["chunks"] == 60 and out["chunks_located"] == 58  # 40 (never played) and 50 (silent) aside
+    assert out["heard_minus_ledger_ms"]["p50"] == pytest.approx(7.0, abs=0.05)
+    assert out["heard_minus_ledger_ms"]["max"] == pytest.approx(7.0, abs=0.05)
+
+
 def _measure_default_model(display: str, monitor: str, pulse_env: dict, work) -> dict:
     from model.generator import load_generator
     from plugin.live.config import PolicyConfig

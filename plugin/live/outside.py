@@ -289,6 +289,10 @@ def report(*, shown: np.ndarray, t0: float, monitor: np.ndarray, recorded: np.nd
     from audio.metrics import DEFAULT_CONFIG, MetricsConfig, av_offset, onset_novelty
 
     sr, hop = CONTRACT.sample_rate, CONTRACT.hop
+    if chunk_samples is not None and (lost := len(recorded) - int(np.sum(chunk_samples, dtype=np.int64))) > 0:
+        # the engine's per-chunk history is a ring (EngineConfig.history_s): over a longer run it holds
+        # only the last chunks, and the recording's first ``lost`` samples have no ledger entry
+        recorded = recorded[lost:]
     bounds = _chunk_bounds(len(recorded), chunk_samples, hop)
     k = min(len(bounds) - 1, len(hand_time), len(queue_ms), len(glass_to_ear_ms))
     predicted_dac = hand_time[:k] + queue_ms[:k] / 1000  # the ledger: when the chunk's first sample plays
@@ -358,7 +362,9 @@ def measure(model, *, display: str, monitor: str, pulse_env: dict | None = None,
     recorder = MonitorRecorder(monitor, env=pulse_env, directory=work / "monitor")
     player = PicturePlayer(frames, display=display, directory=work / "player")
     cfg = EngineConfig(source=f"screen:0,0,{w},{h}", source_options={"display": display}, sinks=("device",),
-                       record=str(wav), threads=threads, nfe=nfe, **engine_options,
+                       record=str(wav), threads=threads, nfe=nfe,
+                       history_s=seconds + settle_s + 60.0,  # a ledger entry for every chunk recorded
+                       **engine_options,
                        **({"model": str(model)} if isinstance(model, str | Path) else {}))
     engine = LiveEngine(config=cfg, generator=None if isinstance(model, str | Path) else model)
     recorder.start()

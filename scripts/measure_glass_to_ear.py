@@ -108,14 +108,18 @@ def main() -> int:
         if xvfb is not None:
             xvfb.terminate()
             xvfb.wait(timeout=10)
-    if args.plot:
-        plot_breakdown(results, args.plot, title=f"{args.model}, NFE {args.nfe or 'default'}, {args.threads} threads, "
-                       f"world {args.seed} at {w}x{h}, {args.seconds:.0f} s per row")
-        print(f"wrote {args.plot}")
-    if args.json:
+    if args.json:  # first: the measurements must not be lost to a plot that cannot be drawn
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results},
                                         indent=2, default=str))
-    return 0
+    if args.plot:
+        drawable = {load: r for load, r in results.items() if "grab_to_hand_ms" in r}
+        if drawable:
+            plot_breakdown(drawable, args.plot, title=f"{args.model}, NFE {args.nfe or 'default'}, {args.threads} "
+                           f"threads, world {args.seed} at {w}x{h}, {args.seconds:.0f} s per row")
+            print(f"wrote {args.plot}")
+        else:
+            print(f"{args.plot} not written: no chunk of any run was placed in the monitor recording")
+    return 0 if all(r["chunks_compared"] for r in results.values()) else 1
 
 
 PARTS = (("capture_wait_ms", "capture wait (picture → grab)", "#9e9e9e"),

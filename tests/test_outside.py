@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audio.contract import CONTRACT
-from plugin.live.outside import locate_chunks, measure, report
+from plugin.live.outside import locate_chunks, measure, monitor_clock, report
 from tests.conftest import in_fresh_process
 
 SR, HOP = CONTRACT.sample_rate, CONTRACT.hop
@@ -19,12 +19,13 @@ def _s16(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, -1, 1) * 32767) / 32767
 
 
-def _known_run(late_s: float, wait_s: float, k: int = 90, cuts: dict[int, int] | None = None):
+def _known_run(late_s: float, wait_s: float, k: int = 90, cuts: dict[int, int] | None = None, rate: float = SR):
     """A run with every moment known: chunk ``j`` handed at ``100 + j/30`` with 50 ms queued ahead
     of it, rendered ``late_s`` after the ledger says, following a frame grabbed ``wait_s`` after its
     picture was shown.  Chunk 40 was never played (an underrun's gap); chunk 41 is a pure tone
     (periodic: it matches once every period) so it must be placed by the ledger's prediction.
-    ``cuts``: chunks the ring cut shorter (index → samples taken out)."""
+    ``cuts``: chunks the ring cut shorter (index → samples taken out); ``rate``: the monitor's
+    samples per second of the monotonic clock (the sound server's clock is not the system's)."""
     rng = np.random.default_rng(0)
     lengths = np.array([HOP - (cuts or {}).get(j, 0) for j in range(k)])
     bounds = np.concatenate([[0], np.cumsum(lengths)])
@@ -32,14 +33,14 @@ def _known_run(late_s: float, wait_s: float, k: int = 90, cuts: dict[int, int] |
     t = np.arange(lengths[41]) / SR
     recorded[bounds[41]:bounds[42]] = 0.5 * np.sin(2 * np.pi * 480 * t)[:, None]  # period 100 samples
     recorded[bounds[50]:bounds[51]] = 0.0  # silence: cannot be placed, and need not be
-    hand = 100.0 + np.arange(k) / CONTRACT.fps
+    hand = 100.0 + np.arange(k) / CONTRACT.fps * (SR / rate)  # paced by the device: the chunks play back to back
     queue_ms = np.full(k, 50.0)
     shown = 99.9 + np.arange(k + 10) / CONTRACT.fps
     captured = shown[5:5 + k] + wait_s
     g2e_ms = (hand + queue_ms / 1000 - captured) * 1000
     t0 = 99.5
     monitor = np.zeros((round((hand[-1] + 1 - t0) * SR), 2), np.float32)
-    starts = np.round((hand + queue_ms / 1000 + late_s - t0) * SR).astype(int)
+    starts = np.round((hand + queue_ms / 1000 + late_s - t0) * rate).astype(int)
     for j in range(k):
         if j != 40:
             monitor[starts[j]:starts[j] + lengths[j]] = _s16(recorded[bounds[j]:bounds[j + 1]])
@@ -89,6 +90,34 @@ def test_chunks_the_ring_cut_shorter_are_placed_by_their_own_lengths():
     assert np.array_equal(pos[placed], starts[placed])
     as_hops = report(**{k: v for k, v in run.items() if k != "chunk_samples"}, skip_s=0.0)
     assert as_hops["heard_minus_ledger_ms"]["p50"] != pytest.approx(7.0, abs=1.0)
+
+
+def test_the_monitors_clock_is_fitted_to_the_prompt_reads():
+    """The sound server's samples and the monotonic clock drift apart (98 ppm measured: 59 ms over
+    a 10-minute run, read as a disagreement of the ledger with what was heard).  Reads arrive
+    late by chance, never early; the line through the prompt ones gives the start and the rate."""
+    rng = np.random.default_rng(1)
+    rate = SR * (1 + 98e-6)
+    samples = np.cumsum(rng.integers(200, 900, 20_000))  # ~600 s of reads
+    rendered = 1000.0 + samples / rate
+    late = rng.exponential(0.002, len(samples)) * (rng.random(len(samples)) > 0.2)  # a fifth prompt
+    t0, fitted = monitor_clock(rendered + late, samples)
+    assert t0 == pytest.approx(1000.0, abs=2e-4)
+    assert (fitted / SR - 1) * 1e6 == pytest.approx(98.0, abs=2.0)
+    short = samples < 20 * SR  # 20 s: too short to see a drift, the nominal rate
+    t0, nominal = monitor_clock((rendered + late)[short], samples[short])
+    assert nominal == SR and t0 == pytest.approx(1000.0, abs=2e-3)
+
+
+def test_chunks_are_placed_on_the_monitors_own_clock():
+    rate = SR * (1 + 0.004)  # exaggerated, so that three seconds show it: 12 ms by the end
+    run, starts = _known_run(late_s=0.007, wait_s=0.02, rate=rate)
+    out = report(**run, skip_s=0.0, monitor_rate=rate)
+    assert out["chunks_located"] == 88 and out["monitor_clock_ppm"] == pytest.approx(4000, abs=0.1)
+    assert out["heard_minus_ledger_ms"]["p50"] == pytest.approx(7.0, abs=0.05)
+    assert out["heard_minus_ledger_ms"]["max"] == pytest.approx(7.0, abs=0.05)
+    nominal = report(**run, skip_s=0.0)  # read at 48 kHz: the later chunks seem heard later and later
+    assert nominal["heard_minus_ledger_ms"]["max"] > 15.0
 
 
 def test_a_ledger_that_kept_only_the_last_chunks_is_matched_to_the_end_of_the_recording():

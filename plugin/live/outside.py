@@ -191,13 +191,35 @@ class MonitorRecorder:
         raw = (self._dir / "audio.raw").read_bytes()
         return np.frombuffer(raw[: len(raw) // 8 * 8], np.float32).reshape(-1, 2)
 
-    def t0(self) -> float:
-        """The moment sample 0 was rendered: ``min(arrival − samples so far / rate)`` over the reads
-        (each read's last sample was rendered no later than it arrived)."""
+    def clock(self) -> tuple[float, float]:
+        """``(t0, rate)``: sample ``n`` of the recording was rendered at ``t0 + n / rate`` (monotonic
+        clock), see :func:`monitor_clock`."""
         rows = [line.split() for line in (self._dir / "times.txt").read_text().splitlines() if line.strip()]
         if not rows:
             raise LivefoleyError("nothing recorded")
-        return min(float(t) - (int(n) // 8) / CONTRACT.sample_rate for t, n in rows)
+        reads = np.array([(float(t), int(n) // 8) for t, n in rows], np.float64)
+        return monitor_clock(reads[:, 0], reads[:, 1])
+
+
+def monitor_clock(arrival: np.ndarray, samples: np.ndarray, *, rate: float = CONTRACT.sample_rate,
+                  segment_s: float = 10.0) -> tuple[float, float]:
+    """``(t0, rate)`` such that sample ``n`` was rendered at ``t0 + n / rate``, from reads that
+    arrived at ``arrival`` holding ``samples`` samples so far.  Each read's last sample was rendered
+    no later than the read arrived, so every read lies on or above that line and the prompt ones
+    on it.  The sound server's clock and the monotonic clock differ (measured: 98 ppm, 59 ms over
+    10 minutes), so the slope is fitted: a line through the most prompt read of every ``segment_s``
+    (the lower envelope), lowered until no read lies below it.  A run shorter than three segments
+    keeps the nominal ``rate``."""
+    arrival, samples = np.asarray(arrival, np.float64), np.asarray(samples, np.float64)
+    segment = ((arrival - arrival[0]) // segment_s).astype(np.int64)
+    if segment[-1] < 2:
+        return float((arrival - samples / rate).min()), float(rate)
+    slack = arrival - samples / rate
+    prompt = [idx[np.argmin(slack[idx])] for idx in np.split(np.arange(len(arrival)),
+                                                             np.flatnonzero(np.diff(segment)) + 1)]
+    slope, intercept = np.polyfit(samples[prompt], arrival[prompt], 1)
+    intercept += (arrival - intercept - slope * samples).min()
+    return float(intercept), float(1.0 / slope)
 
 
 def _matches(monitor: np.ndarray, pos: int, chunk: np.ndarray) -> bool:
@@ -275,11 +297,12 @@ def locate_chunks(monitor: np.ndarray, recorded: np.ndarray, predicted: np.ndarr
 def report(*, shown: np.ndarray, t0: float, monitor: np.ndarray, recorded: np.ndarray,
            hand_time: np.ndarray, queue_ms: np.ndarray, glass_to_ear_ms: np.ndarray,
            device_latency_ms: float = 0.0, reference: np.ndarray | None = None, skip_s: float = 1.0,
-           chunk_samples: np.ndarray | None = None) -> dict:
+           chunk_samples: np.ndarray | None = None, monitor_rate: float = CONTRACT.sample_rate) -> dict:
     """Everything the outside measurement says about one run.
 
-    ``shown``: when each picture was on screen; ``t0``/``monitor``: the monitor recording and the
-    moment of its sample 0; ``recorded``: what the engine handed to its sinks ((N, 2));
+    ``shown``: when each picture was on screen; ``t0``/``monitor``/``monitor_rate``: the monitor
+    recording, the moment of its sample 0 and its rate on the monotonic clock
+    (:meth:`MonitorRecorder.clock`); ``recorded``: what the engine handed to its sinks ((N, 2));
     ``hand_time``/``queue_ms``/``glass_to_ear_ms``/``chunk_samples``: the engine's per-chunk ledger
     (:meth:`LiveEngine.series`; without ``chunk_samples``, a hop each), ``device_latency_ms`` the
     part of the queue the device itself reported (the rest is the engine's ring); ``reference``:
@@ -297,14 +320,15 @@ def report(*, shown: np.ndarray, t0: float, monitor: np.ndarray, recorded: np.nd
     k = min(len(bounds) - 1, len(hand_time), len(queue_ms), len(glass_to_ear_ms))
     predicted_dac = hand_time[:k] + queue_ms[:k] / 1000  # the ledger: when the chunk's first sample plays
     captured = predicted_dac - glass_to_ear_ms[:k] / 1000  # the frame the chunk followed was grabbed then
-    pos = locate_chunks(monitor, recorded[:bounds[k]], (predicted_dac - t0) * sr,
+    pos = locate_chunks(monitor, recorded[:bounds[k]], (predicted_dac - t0) * monitor_rate,
                         lengths=None if chunk_samples is None else chunk_samples[:k])
-    heard = t0 + pos / sr
+    heard = t0 + pos / monitor_rate
     keep = (pos >= 0) & (hand_time[:k] >= hand_time[0] + skip_s)
     # the picture on screen when the frame was grabbed: the last one shown before the grab
     idx = np.searchsorted(shown, captured, side="right") - 1
     keep &= (idx >= 0) & (captured < shown[-1] + 1.5 * np.median(np.diff(shown)))  # not the last picture held
-    out: dict = {"chunks": int(k), "chunks_located": int((pos >= 0).sum()), "chunks_compared": int(keep.sum())}
+    out: dict = {"chunks": int(k), "chunks_located": int((pos >= 0).sum()), "chunks_compared": int(keep.sum()),
+                 "monitor_clock_ppm": round((monitor_rate / sr - 1.0) * 1e6, 1)}
     if not keep.any():
         return out
     diff_ms = (heard - predicted_dac)[keep] * 1000
@@ -383,7 +407,8 @@ def measure(model, *, display: str, monitor: str, pulse_env: dict | None = None,
     import soundfile
 
     recorded, _ = soundfile.read(wav, dtype="float32", always_2d=True)
-    raw = {"shown": shown, "t0": recorder.t0(), "hand_time": engine.series("hand_time"),
+    t0, rate = recorder.clock()
+    raw = {"shown": shown, "t0": t0, "monitor_rate": rate, "hand_time": engine.series("hand_time"),
            "queue_ms": engine.series("device_queue_ms"), "glass_to_ear_ms": engine.series("glass_to_ear_ms"),
            "chunk_samples": engine.series("chunk_samples"),
            "device_latency_ms": engine.stats()["device_latency_ms"] or 0.0}

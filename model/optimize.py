@@ -14,6 +14,11 @@ count, and which graph wins depends on the CPU, so each is *measured* there and 
   elementwise work fused: the same numbers to ~1e-3.  On that EPYC 13.5 against 14.5 ms on two
   threads, 21.2 against 24.8 on one.
 
+What was measured is remembered (``optimize.json`` in ``$LIVEFOLEY_CACHE_DIR``, else
+``$XDG_CACHE_HOME/livefoley`` or ``~/.cache/livefoley``), per CPU, torch version, backbone, input size,
+candidate set and thread count: a later start builds only the winner (or nothing, where eager won).
+Delete the file to measure again.
+
 Candidates measured and not kept (Sapphire Rapids): the whole ViT in bf16 (10.6 ms against 11.9;
 norms in bf16), compiled static int8 (6.4 ms but 19 % grid error: calibrated activations clip).
 Compiling the audio path (transformer, head: graph-capturable, see
@@ -24,10 +29,15 @@ copies the whole KV cache it writes into), so it stays eager.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +102,53 @@ def _median_ms(candidates: dict[str, Callable[[Tensor], Tensor]], example: Tenso
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def choice_cache() -> Path:
+    """The file that remembers which path won where (see the module docstring)."""
+    root = os.environ.get("LIVEFOLEY_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "livefoley"
+    return Path(root) / "optimize.json"
+
+
+def _cpu() -> str:
+    """The CPU's model name and a digest of its feature flags (what decides which kernels win)."""
+    name, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = " ".join(sorted(value.split()))
+                    break
+    except OSError:
+        pass
+    return f"{name} [{hashlib.sha256(flags.encode()).hexdigest()[:12]}]"
+
+
+def _read_choices(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        log.warning("optimised vision: ignoring %s (%s); measuring again", path, err)
+        return {}
+
+
+def _write_choices(path: Path, choices: dict) -> None:
+    from audio.files import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(choices, indent=1, sort_keys=True))
+    except OSError as err:  # a read-only home must not stop the stream
+        log.warning("optimised vision: could not remember the choice in %s (%s)", path, err)
+
+
 def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
                     paths: tuple[str, ...] = PATHS, keep: str | None = None) -> float:
     """Give ``backbone`` (a :class:`model.vision.DinoBackbone` on the CPU) the fastest one-frame
@@ -100,8 +157,10 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
     graph built for two threads would spin on a core another process holds) and timed against the
     eager forward; the backbone uses the winner's graph at that count and the eager path for any
     other.  ``keep`` (one of ``paths``) installs that candidate whatever the timing (tests).  What
-    was measured and chosen is in ``backbone.fast_choice``: ``{count: {"path", "ms": {name: ms}}}``.
-    Returns the seconds it took (export, quantisation, compilation, timing)."""
+    was measured and chosen is in ``backbone.fast_choice``: ``{count: {"path", "ms": {name: ms},
+    "cached"}}`` — ``cached``: the choice came from :func:`choice_cache`, measured by an earlier run
+    on this CPU, and only the winner was built.  Returns the seconds it took (export,
+    quantisation, compilation, timing)."""
     unknown = set(paths) - set(PATHS) or ({keep} - set(paths) if keep else set())
     if unknown:
         raise ValueError(f"unknown optimised path(s) {sorted(unknown)}; choose from {PATHS}")
@@ -114,35 +173,65 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
     bf16 = backbone.config.dtype == "bf16"
     vit = copy.deepcopy(backbone.vit).float().eval()
     eager = _Features(backbone.vit, bf16=bf16)
+    cache = choice_cache()
+    remembered = {} if keep else _read_choices(cache)
+    cfg = backbone.config
+    key_of = f"{_cpu()} | torch {torch.__version__} | {cfg.backbone} {h}x{w} {cfg.dtype} | {','.join(sorted(paths))} | "
+    counts = threads or (torch.get_num_threads(),)
+    known = {n: c for n in counts if isinstance(c := remembered.get(key_of + str(n)), dict)
+             and c.get("path") in ("eager", *paths) and isinstance(c.get("ms"), dict)}
     modules: dict[str, nn.Module] = {}
+
+    def build(names: set[str]) -> None:
+        for name in sorted(names - set(modules)):
+            if name == "bf16":
+                modules["bf16"] = _Features(vit, bf16=bf16)
+            elif name == "int8":
+                try:
+                    modules["int8"] = _int8_module(vit, example)
+                except ImportError as err:
+                    if keep == "int8" or paths == ("int8",):
+                        raise LivefoleyError(f"{err}, or run without --optimize") from None
+                    log.info("optimised vision: %s; trying the other paths", err)
+
     with torch.no_grad():
-        if "int8" in paths:
-            try:
-                modules["int8"] = _int8_module(vit, example)
-            except ImportError as err:
-                if keep == "int8" or paths == ("int8",):
-                    raise LivefoleyError(f"{err}, or run without --optimize") from None
-                log.info("optimised vision: %s; trying the other paths", err)
-        if "bf16" in paths:
-            modules["bf16"] = _Features(vit, bf16=bf16)
+        build({c["path"] for c in known.values()} - {"eager"})
+        for n in [n for n, c in known.items() if c["path"] not in ("eager", *modules)]:
+            del known[n]  # remembered, but it cannot be built here now (torchao gone): measure again
+        if set(counts) - set(known):
+            build(set(paths))
         before = torch.get_num_threads()
         graphs = dict(backbone.fast_features or {})
         choices = dict(getattr(backbone, "fast_choice", None) or {})
         try:
-            for n in threads or (before,):
+            for n in counts:
                 torch.set_num_threads(n)
+                if n in known:
+                    best, ms = known[n]["path"], known[n]["ms"]
+                    if best == "eager":
+                        graphs.pop(n, None)
+                    else:
+                        graphs[n] = _compiled(modules[best], example)
+                    choices[n] = {"path": best, "ms": ms, "cached": True}
+                    log.info("optimised vision, %d thread(s): %s, as measured earlier on this CPU (%s; delete it "
+                             "to measure again)", n, best, cache)
+                    continue
                 built = {name: _compiled(module, example) for name, module in modules.items()}
-                ms = _median_ms({"eager": eager, **built}, example)
+                ms = {k: round(v, 2) for k, v in _median_ms({"eager": eager, **built}, example).items()}
                 best = keep or min(ms, key=ms.get)
                 if best == "eager":
                     graphs.pop(n, None)
                 else:
                     graphs[n] = built[best]
-                choices[n] = {"path": best, "ms": {k: round(v, 2) for k, v in ms.items()}}
+                choices[n] = {"path": best, "ms": ms, "cached": False}
+                if not keep and set(ms) == {"eager", *paths}:  # every candidate measured
+                    remembered[key_of + str(n)] = {"path": best, "ms": ms}
                 log.info("optimised vision, %d thread(s): %s (%s ms a frame)", n, best,
                          ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
         finally:
             torch.set_num_threads(before)
+    if not keep and any(not choices[n]["cached"] for n in counts):
+        _write_choices(cache, remembered)
     backbone.fast_features = graphs
     backbone.fast_choice = choices
     return time.perf_counter() - start

@@ -18,6 +18,9 @@ import pytest
 # One OpenMP thread per process: the suite runs CLIs in subprocesses beside pytest on 2 cores, and
 # oversubscribed OpenMP threads busy-wait each other into 10-20x slowdowns (measured).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# What `--optimize` measured is remembered per CPU (model/optimize.py): the suite keeps its own, in a
+# folder of its own, so no test reads a choice made outside it or leaves one in the user's cache.
+os.environ["LIVEFOLEY_CACHE_DIR"] = tempfile.mkdtemp(prefix="livefoley-test-cache-")
 
 SR_VAE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sr_vae"
 

@@ -162,6 +162,42 @@ def _check_the_choice() -> None:
         optimize_vision(backbone, (1,), paths=("fp8",))
 
 
+def test_what_the_optimised_vision_measured_is_remembered_and_reused(tmp_path):
+    """A later start on the same CPU builds only the path that won (or nothing where eager won),
+    instead of every candidate again; an unreadable record is measured over, never fatal."""
+    in_fresh_process(_check_the_choice_is_remembered, str(tmp_path / "cache"))
+
+
+def _check_the_choice_is_remembered(cache_dir: str) -> None:
+    import os
+
+    from model.optimize import choice_cache, optimize_vision
+
+    os.environ["LIVEFOLEY_CACHE_DIR"] = cache_dir
+    before = torch.get_num_threads()
+    try:
+        first = _perturbed("bf16").model.tokenizer.backbone
+        optimize_vision(first, (1,), paths=("bf16",))
+        measured = first.fast_choice[1]
+        assert measured["cached"] is False and choice_cache().is_file()
+        record = json.loads(choice_cache().read_text())
+        (key, value), = record.items()
+        assert key.endswith("| bf16 | 1") and value == {"path": measured["path"], "ms": measured["ms"]}
+
+        again = _perturbed("bf16").model.tokenizer.backbone
+        optimize_vision(again, (1,), paths=("bf16",))
+        assert again.fast_choice[1] == {**measured, "cached": True}
+        assert (1 in (again.fast_features or {})) == (measured["path"] != "eager")
+
+        choice_cache().write_text("{ not json")  # e.g. a crash of another program mid-write
+        fresh = _perturbed("bf16").model.tokenizer.backbone
+        optimize_vision(fresh, (1,), paths=("bf16",))
+        assert fresh.fast_choice[1]["cached"] is False
+        assert set(json.loads(choice_cache().read_text())) == {key}  # written anew
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bench_optimize_prints_both_paths_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "-m", "plugin.cli", "bench", "--model", "tiny", "--frames", "4",

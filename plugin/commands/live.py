@@ -73,7 +73,8 @@ def register(subparsers) -> None:
                    help="run DINOv2 compiled, in int8 (needs torchao; tokens within a few %%) or bf16, whichever "
                         "this CPU runs fastest (int8 wins with AMX: ~25 %% less time per frame; a CPU where "
                         "neither beats the eager path keeps it): built and measured before the first sound, "
-                        "~25 s per thread count")
+                        "~20 s per thread count the first time on a CPU, ~10 s once the choice is remembered "
+                        "(~/.cache/livefoley/optimize.json)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
     p.add_argument("--blocksize", type=int, default=400, metavar="SAMPLES",
                    help="sound-device block (default 400 = 8.3 ms; PulseAudio reports two blocks of "

@@ -63,7 +63,7 @@ class EngineConfig:
       ``nfe`` / ``guidance`` ω (None: the model's defaults; ``--cfg`` on the command line); ``seed``;
       ``optimize``: DINOv2 compiled for the thread counts the engine uses, in int8 or bf16,
       whichever this CPU runs fastest (:mod:`model.optimize`; built and measured before the first
-      sound, ~25 s per count on two cores).
+      sound, ~20 s per count on two cores, ~10 s once the choice is remembered).
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
       (the ring level kept ahead of each new chunk), ``capacity_frames`` of ring.

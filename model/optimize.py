@@ -11,7 +11,8 @@ count, and which graph wins depends on the CPU, so each is *measured* there and 
   11.9 ms eager on the 2-core Sapphire Rapids build machine.  On an AMD EPYC (AVX-512 VNNI, no
   AMX) the same graph took 38 ms against 17 eager (2026-12-07).
 * ``bf16``: the eager computation (bf16 autocast: products in bf16, norms in fp32) compiled, its
-  elementwise work fused: the same numbers to ~1e-3.  On that EPYC 13.5 against 14.5 ms on two
+  elementwise work fused: the same numbers to ~1e-3 (a backbone configured in fp32 gets its fp32
+  computation compiled under this name).  On that EPYC 13.5 against 14.5 ms on two
   threads, 21.2 against 24.8 on one.
 
 What was measured is remembered (``optimize.json`` in ``$LIVEFOLEY_CACHE_DIR``, else
@@ -112,18 +113,18 @@ def choice_cache() -> Path:
 
 def _cpu() -> str:
     """The CPU's model name and a digest of its feature flags (what decides which kernels win)."""
-    name, flags = platform.processor() or platform.machine(), ""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
-                    name = value.strip()
-                elif key.strip() == "flags":
-                    flags = " ".join(sorted(value.split()))
+                info.setdefault(key.strip(), value.strip())
+                if "model name" in info and "flags" in info:
                     break
     except OSError:
         pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = " ".join(sorted(info.get("flags", "").split()))
     return f"{name} [{hashlib.sha256(flags.encode()).hexdigest()[:12]}]"
 
 
@@ -168,14 +169,14 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
         raise LivefoleyError("--optimize is the CPU path (compiled for the CPU's int8 / bf16 units); on a GPU "
                              "leave it out")
     start = time.perf_counter()
-    h, w = backbone.config.input_size
+    cfg = backbone.config
+    h, w = cfg.input_size
     example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    bf16 = backbone.config.dtype == "bf16"
+    bf16 = cfg.dtype == "bf16"
     vit = copy.deepcopy(backbone.vit).float().eval()
     eager = _Features(backbone.vit, bf16=bf16)
     cache = choice_cache()
     remembered = {} if keep else _read_choices(cache)
-    cfg = backbone.config
     key_of = f"{_cpu()} | torch {torch.__version__} | {cfg.backbone} {h}x{w} {cfg.dtype} | {','.join(sorted(paths))} | "
     counts = threads or (torch.get_num_threads(),)
     known = {n: c for n in counts if isinstance(c := remembered.get(key_of + str(n)), dict)

@@ -211,10 +211,10 @@ def monitor_clock(arrival: np.ndarray, samples: np.ndarray, *, rate: float = CON
     (the lower envelope), lowered until no read lies below it.  A run shorter than three segments
     keeps the nominal ``rate``."""
     arrival, samples = np.asarray(arrival, np.float64), np.asarray(samples, np.float64)
+    slack = arrival - samples / rate
     segment = ((arrival - arrival[0]) // segment_s).astype(np.int64)
     if segment[-1] < 2:
-        return float((arrival - samples / rate).min()), float(rate)
-    slack = arrival - samples / rate
+        return float(slack.min()), float(rate)
     prompt = [idx[np.argmin(slack[idx])] for idx in np.split(np.arange(len(arrival)),
                                                              np.flatnonzero(np.diff(segment)) + 1)]
     slope, intercept = np.polyfit(samples[prompt], arrival[prompt], 1)

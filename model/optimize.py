@@ -1,24 +1,26 @@
 """The optimised CPU path of the per-frame step (``--optimize`` of ``bench``, ``live``, ``obs``).
 
 DINOv2 is most of a frame's cost on a CPU.  :func:`optimize_vision` gives the backbone's streaming
-forward — one frame, ``(1, 3, h, w)`` — a graph that torch.compile's inductor built for one thread
-count, and which graph wins depends on the CPU, so each is *measured* there and the fastest kept
-(the eager forward included: a count where no graph beats it keeps the eager path):
+forward — one frame, ``(1, 3, h, w)`` — a graph that AOTInductor compiled ahead of time for one
+thread count (a ``.pt2`` package: C++ kernels, the weights frozen in, no Python between the ops),
+and which graph wins depends on the CPU, so each is *measured* there and the fastest kept (the
+eager forward included: a count where no graph beats it keeps the eager path):
 
 * ``int8``: every linear layer in int8 — weights per output channel once, activations per call
   (dynamic scales), through PT2E and the x86 inductor quantizer (torchao, ``livefoley[fast]``).
   Grids move by ~1 % (relative L2).  Wins where the CPU has AMX int8 (Xeon 4th gen on): 7.9 against
-  11.9 ms eager on the 2-core Sapphire Rapids build machine.  On an AMD EPYC (AVX-512 VNNI, no
-  AMX) the same graph took 38 ms against 17 eager (2026-12-07).
+  11.9 ms eager on the 2-core Sapphire Rapids build machine (torch.compile'd then).  On an AMD EPYC
+  (AVX-512 VNNI, no AMX) it loses to the eager path.
 * ``bf16``: the eager computation (bf16 autocast: products in bf16, norms in fp32) compiled, its
   elementwise work fused: the same numbers to ~1e-3 (a backbone configured in fp32 gets its fp32
-  computation compiled under this name).  On that EPYC 13.5 against 14.5 ms on two
-  threads, 21.2 against 24.8 on one.
+  computation compiled under this name).  On that EPYC 13.3 against 22.5 ms eager on two threads
+  (torch.compile's graph of the same: 16.1).
 
 What was measured is remembered (``optimize.json`` in ``$LIVEFOLEY_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/livefoley`` or ``~/.cache/livefoley``), per CPU, torch version, backbone, input size,
-candidate set and thread count: a later start builds only the winner (or nothing, where eager won).
-Delete the file to measure again.
+candidate set and thread count, and the winners' packages are kept beside it (``vision/``, 45–90 MB
+each, per weights too): a later start loads them (~0.1 s) instead of measuring and compiling.
+Delete the folder to measure again.
 
 Candidates measured and not kept (Sapphire Rapids): the whole ViT in bf16 (10.6 ms against 11.9;
 norms in bf16), compiled static int8 (6.4 ms but 19 % grid error: calibrated activations clip).
@@ -80,13 +82,20 @@ def _int8_module(vit: nn.Module, example: Tensor) -> nn.Module:
     return convert_pt2e(prepared)
 
 
-def _compiled(module: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]:
-    # its own copy (its own code object), so torch.compile does not reuse another count's graph;
-    # freezing: weights as constants, so the products run on packed weights
-    with torch._inductor.config.patch(freezing=True):
-        graph = torch.compile(copy.deepcopy(module), dynamic=False)
-        graph(example)  # compiles now, not on the first frame
-    return graph
+def _package(module: nn.Module, example: Tensor, path: Path) -> None:
+    """AOTInductor: ``module`` exported for one ``example``-shaped frame and compiled ahead of time for
+    torch's current thread count, its weights frozen in as constants, written to ``path`` (a
+    ``.pt2`` package, whole or not at all)."""
+    from audio.files import atomic_path
+
+    exported = torch.export.export(module, (example,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch._inductor.config.patch(freezing=True), atomic_path(path) as tmp:
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
+
+
+def _load(path: Path) -> Callable[[Tensor], Tensor]:
+    return torch._inductor.aoti_load_package(str(path))
 
 
 def _median_ms(candidates: dict[str, Callable[[Tensor], Tensor]], example: Tensor) -> dict[str, float]:
@@ -150,18 +159,28 @@ def _write_choices(path: Path, choices: dict) -> None:
         log.warning("optimised vision: could not remember the choice in %s (%s)", path, err)
 
 
+def _weights_digest(vit: nn.Module) -> str:
+    """A digest of the backbone's weights: a package holds them, so it serves only the same ones."""
+    h = hashlib.sha256()
+    for name, t in vit.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().contiguous().view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
 def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
                     paths: tuple[str, ...] = PATHS, keep: str | None = None) -> float:
     """Give ``backbone`` (a :class:`model.vision.DinoBackbone` on the CPU) the fastest one-frame
-    forward for each CPU thread count in ``threads`` (default: torch's current one): every compiled
-    candidate in ``paths`` is built for that count (inductor writes the count into its kernels, so a
-    graph built for two threads would spin on a core another process holds) and timed against the
-    eager forward; the backbone uses the winner's graph at that count and the eager path for any
+    forward for each CPU thread count in ``threads`` (default: torch's current one): every candidate
+    in ``paths`` is compiled ahead of time for that count (inductor writes the count into its
+    kernels, so a graph built for two threads would spin on a core another process holds) and timed
+    against the eager forward; the backbone uses the winner at that count and the eager path for any
     other.  ``keep`` (one of ``paths``) installs that candidate whatever the timing (tests).  What
     was measured and chosen is in ``backbone.fast_choice``: ``{count: {"path", "ms": {name: ms},
     "cached"}}`` — ``cached``: the choice came from :func:`choice_cache`, measured by an earlier run
-    on this CPU, and only the winner was built.  Returns the seconds it took (export,
-    quantisation, compilation, timing)."""
+    on this CPU, so nothing was timed.  The winners' packages are kept beside it (``vision/``, per
+    CPU, torch version, weights, path and count), so a later start loads them in well under a second
+    instead of compiling.  Returns the seconds it took (export, quantisation, compilation, timing)."""
     unknown = set(paths) - set(PATHS) or ({keep} - set(paths) if keep else set())
     if unknown:
         raise ValueError(f"unknown optimised path(s) {sorted(unknown)}; choose from {PATHS}")
@@ -178,52 +197,75 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
     cache = choice_cache()
     remembered = {} if keep else _read_choices(cache)
     key_of = f"{_cpu()} | torch {torch.__version__} | {cfg.backbone} {h}x{w} {cfg.dtype} | {','.join(sorted(paths))} | "
+    weights = _weights_digest(vit)
     counts = threads or (torch.get_num_threads(),)
     known = {n: c for n in counts if isinstance(c := remembered.get(key_of + str(n)), dict)
              and c.get("path") in ("eager", *paths) and isinstance(c.get("ms"), dict)}
     modules: dict[str, nn.Module] = {}
 
-    def build(names: set[str]) -> None:
-        for name in sorted(names - set(modules)):
+    def module(name: str) -> nn.Module | None:
+        """The candidate's module to compile; None where it cannot be made here (int8 without torchao)."""
+        if name not in modules:
             if name == "bf16":
-                modules["bf16"] = _Features(vit, bf16=bf16)
-            elif name == "int8":
+                modules[name] = _Features(vit, bf16=bf16)
+            else:
                 try:
-                    modules["int8"] = _int8_module(vit, example)
+                    modules[name] = _int8_module(vit, example)
                 except ImportError as err:
                     if keep == "int8" or paths == ("int8",):
                         raise LivefoleyError(f"{err}, or run without --optimize") from None
                     log.info("optimised vision: %s; trying the other paths", err)
+                    modules[name] = None
+        return modules[name]
+
+    def package(name: str, n: int) -> Path:
+        digest = hashlib.sha256(f"{key_of}{n} | {name} | {weights}".encode()).hexdigest()[:20]
+        return cache.parent / "vision" / f"{name}-{n}-{digest}.pt2"
+
+    def graph(name: str, n: int) -> Callable[[Tensor], Tensor] | None:
+        """The candidate's package for ``n`` threads: loaded when kept from an earlier run, else
+        compiled (and kept); None where it cannot be built here."""
+        path = package(name, n)
+        if path.exists():
+            try:
+                return _load(path)
+            except Exception as err:  # noqa: BLE001 - a damaged package is compiled again
+                log.warning("optimised vision: cannot load %s (%s); compiling it again", path, err)
+        if module(name) is None:
+            return None
+        log.info("optimised vision: compiling %s for %d thread(s)…", name, n)
+        _package(module(name), example, path)
+        return _load(path)
 
     with torch.no_grad():
-        build({c["path"] for c in known.values()} - {"eager"})
-        for n in [n for n, c in known.items() if c["path"] not in ("eager", *modules)]:
-            del known[n]  # remembered, but it cannot be built here now (torchao gone): measure again
-        if set(counts) - set(known):
-            build(set(paths))
         before = torch.get_num_threads()
         graphs = dict(backbone.fast_features or {})
-        choices = dict(getattr(backbone, "fast_choice", None) or {})
+        choices = dict(backbone.fast_choice or {})
         try:
             for n in counts:
                 torch.set_num_threads(n)
                 if n in known:
                     best, ms = known[n]["path"], known[n]["ms"]
-                    if best == "eager":
-                        graphs.pop(n, None)
-                    else:
-                        graphs[n] = _compiled(modules[best], example)
-                    choices[n] = {"path": best, "ms": ms, "cached": True}
-                    log.info("optimised vision, %d thread(s): %s, as measured earlier on this CPU (%s; delete it "
-                             "to measure again)", n, best, cache)
-                    continue
-                built = {name: _compiled(module, example) for name, module in modules.items()}
+                    fast = None if best == "eager" else graph(best, n)
+                    if best == "eager" or fast is not None:
+                        if fast is None:
+                            graphs.pop(n, None)
+                        else:
+                            graphs[n] = fast
+                        choices[n] = {"path": best, "ms": ms, "cached": True}
+                        log.info("optimised vision, %d thread(s): %s, as measured earlier on this CPU (%s; delete "
+                                 "it to measure again)", n, best, cache)
+                        continue
+                    # remembered, but it cannot be built here now (torchao gone): measure again
+                built = {name: fast for name in paths if (fast := graph(name, n)) is not None}
                 ms = {k: round(v, 2) for k, v in _median_ms({"eager": eager, **built}, example).items()}
                 best = keep or min(ms, key=ms.get)
                 if best == "eager":
                     graphs.pop(n, None)
                 else:
                     graphs[n] = built[best]
+                for name in set(built) - {best}:
+                    package(name, n).unlink(missing_ok=True)  # a loser's package is not needed again
                 choices[n] = {"path": best, "ms": ms, "cached": False}
                 if not keep and set(ms) == {"eager", *paths}:  # every candidate measured
                     remembered[key_of + str(n)] = {"path": best, "ms": ms}

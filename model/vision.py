@@ -337,10 +337,7 @@ class DinoBackbone(nn.Module):
         ph, pw = self.config.patch_grid
         fast = self.fast_features.get(torch.get_num_threads()) if self.fast_features and len(images) == 1 else None
         if fast is not None:
-            # the graph was built outside inference mode; a streaming session's inference mode would
-            # make torch.compile build another one, without the int8 kernels
-            with torch.inference_mode(False), torch.no_grad():
-                tokens = fast(images.float().clone())
+            tokens = fast(images.float())  # model.optimize: a compiled package, fp32 in and out
         else:
             with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16,
                                                  enabled=self.config.dtype == "bf16"):

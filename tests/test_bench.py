@@ -162,6 +162,60 @@ def _check_the_choice() -> None:
         optimize_vision(backbone, (1,), paths=("fp8",))
 
 
+def test_the_compiled_vision_is_kept_and_loaded_instead_of_compiled_again(tmp_path):
+    """The winner's AOTInductor package is kept in the cache folder: a later start with the same CPU,
+    torch, weights and thread count loads it and compiles nothing; other weights get a package of
+    their own; a damaged package is compiled again (with a warning), never fatal."""
+    in_fresh_process(_check_the_package_is_kept, str(tmp_path / "cache"))
+
+
+def _check_the_package_is_kept(cache_dir: str) -> None:
+    import logging
+    import os
+
+    import model.optimize as optimize
+
+    os.environ["LIVEFOLEY_CACHE_DIR"] = cache_dir
+    folder = Path(cache_dir) / "vision"
+    clip = frames(2)
+    before = torch.get_num_threads()
+    try:
+        first = _perturbed("bf16").model.tokenizer.backbone
+        optimize.optimize_vision(first, (1,), paths=("bf16",), keep="bf16")
+        (package,) = folder.glob("bf16-1-*.pt2")
+        with torch.inference_mode():
+            want = torch.cat([first(first.preprocess([f])) for f in clip])
+
+        compile_package = optimize._package
+        optimize._package = lambda *a, **k: pytest.fail("compiled although the package was kept")
+        again = _perturbed("bf16").model.tokenizer.backbone
+        optimize.optimize_vision(again, (1,), paths=("bf16",), keep="bf16")
+        optimize._package = compile_package
+        with torch.inference_mode():
+            torch.testing.assert_close(torch.cat([again(again.preprocess([f])) for f in clip]), want, atol=0, rtol=0)
+
+        other = _perturbed("bf16").model.tokenizer.backbone
+        with torch.no_grad():
+            other.vit.pos_embed.add_(0.01)  # other weights: a package of their own
+        optimize.optimize_vision(other, (1,), paths=("bf16",), keep="bf16")
+        assert len(list(folder.glob("bf16-1-*.pt2"))) == 2
+
+        package.write_bytes(package.read_bytes()[:1000])  # e.g. a disk that filled up
+        warnings: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: warnings.append(record.getMessage())
+        logging.getLogger("model.optimize").addHandler(handler)
+        damaged = _perturbed("bf16").model.tokenizer.backbone
+        optimize.optimize_vision(damaged, (1,), paths=("bf16",), keep="bf16")
+        assert any("cannot load" in w and "compiling it again" in w for w in warnings), warnings
+        assert package.stat().st_size > 1000
+        with torch.inference_mode():
+            torch.testing.assert_close(torch.cat([damaged(damaged.preprocess([f])) for f in clip]), want,
+                                       atol=0, rtol=0)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_what_the_optimised_vision_measured_is_remembered_and_reused(tmp_path):
     """A later start on the same CPU builds only the path that won (or nothing where eager won),
     instead of every candidate again; an unreadable record is measured over, never fatal."""

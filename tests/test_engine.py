@@ -806,25 +806,33 @@ def test_cli_help_and_bad_input(capsys):
         assert time.monotonic() - t0 < 10  # rejected before any model is loaded
 
 
-def test_optimize_builds_the_vision_for_the_engines_thread_counts():
+def test_optimize_builds_the_vision_for_the_engines_thread_counts(tmp_path, monkeypatch):
     """`live --optimize`: before the first sound the engine gives DINOv2 the fastest compiled graph
     for every thread count vision runs with (all N on the worker, ⌊N/2⌋ on the vision thread), or
-    keeps the eager path for a count where none beats it."""
+    keeps the eager path for a count where none beats it; the next start (a new process loads the
+    model afresh) loads what was chosen and compiles nothing."""
+    import model.optimize
     from model.generator import load_generator
 
-    gen = load_generator("tiny", device="cpu")
+    monkeypatch.setenv("LIVEFOLEY_CACHE_DIR", str(tmp_path))  # this CPU measured for the first time
     cfg = EngineConfig(source="synthetic", source_options={"realtime": False, "size": (320, 180)},
                        sinks=("null",), duration_s=1.0, threads=2, optimize=True)
-    engine = LiveEngine(config=cfg, generator=gen)
     before = torch.get_num_threads()
-    try:
-        engine.start()
-        engine.wait(60)
-    finally:
-        engine.stop()
-        torch.set_num_threads(before)
-    backbone = gen.model.tokenizer.backbone
-    assert set(backbone.fast_choice) == {1, 2}
-    assert set(backbone.fast_features or {}) == {n for n, c in backbone.fast_choice.items() if c["path"] != "eager"}
-    st = engine.stats()
-    assert st["end_reason"] == "duration reached" and st["chunks"] == CONTRACT.fps
+    for start in ("first", "later"):
+        if start == "later":
+            monkeypatch.setattr(model.optimize, "_package",
+                                lambda *a, **k: pytest.fail("a later start compiled the vision again"))
+        gen = load_generator("tiny", device="cpu")
+        engine = LiveEngine(config=cfg, generator=gen)
+        try:
+            engine.start()
+            engine.wait(60)
+        finally:
+            engine.stop()
+            torch.set_num_threads(before)
+        backbone = gen.model.tokenizer.backbone
+        assert set(backbone.fast_choice) == {1, 2}
+        assert all(c["cached"] == (start == "later") for c in backbone.fast_choice.values())
+        assert set(backbone.fast_features or {}) == {n for n, c in backbone.fast_choice.items() if c["path"] != "eager"}
+        st = engine.stats()
+        assert st["end_reason"] == "duration reached" and st["chunks"] == CONTRACT.fps

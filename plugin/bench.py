@@ -247,7 +247,9 @@ def format_table(report: dict) -> str:
                            + " ms)" for n, c in opt["vision"].items())
         lines.append("optimised path: eager / optimised waveform time — " + "; ".join(ratios))
         lines.append(f"  DINOv2, the fastest of eager and the compiled candidates measured on this CPU — {chosen}")
-        lines.append(f"  built and measured in {opt['build_s']:.1f} s; over {opt['frames']} frames its tokens differ "
+        how = ("loaded (measured and compiled by an earlier run on this CPU)"
+               if all(c.get("cached") for c in opt["vision"].values()) else "compiled and measured")
+        lines.append(f"  {how} in {opt['build_s']:.1f} s; over {opt['frames']} frames its tokens differ "
                      f"from the eager ones by {100 * opt['token_rel_err_median']:.2f} % (median relative L2; max "
                      f"{100 * opt['token_rel_err_max']:.2f} %), the audio of the first {AUDIO_ERROR_FRAMES} frames by "
                      f"{100 * opt['audio_rel_err']:.1f} % (relative RMS)")

@@ -44,8 +44,8 @@ def register(subparsers) -> None:
                    help="run quiet, with one core kept busy by another process (it starts it itself), or both "
                         "(default; the rows side by side)")
     p.add_argument("--optimize", action="store_true",
-                   help="also run the optimised CPU path (DINOv2 compiled by torch.compile, in int8 — needs "
-                        "torchao — or bf16, whichever this CPU runs fastest) and print its rows beside the "
+                   help="also run the optimised CPU path (DINOv2 compiled ahead of time by AOTInductor, in int8 "
+                        "— needs torchao — or bf16, whichever this CPU runs fastest) and print its rows beside the "
                         "eager ones, with the speed-up, what each candidate measured, the seconds it took to "
                         "build and how far it moves the tokens and the audio")
     p.add_argument("--seed", type=int, default=0)

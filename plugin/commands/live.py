@@ -70,11 +70,12 @@ def register(subparsers) -> None:
                    help="CPU threads in all: the model uses all of them, or splits them with the vision "
                         "encoder when the degradation policy runs it alongside (default: torch's own setting)")
     p.add_argument("--optimize", action="store_true",
-                   help="run DINOv2 compiled, in int8 (needs torchao; tokens within a few %%) or bf16, whichever "
-                        "this CPU runs fastest (int8 wins with AMX: ~25 %% less time per frame; a CPU where "
-                        "neither beats the eager path keeps it): built and measured before the first sound, "
-                        "~20 s per thread count the first time on a CPU, ~10 s once the choice is remembered "
-                        "(~/.cache/livefoley/optimize.json)")
+                   help="run DINOv2 compiled ahead of time (AOTInductor), in int8 (needs torchao; tokens within a "
+                        "few %%) or bf16, whichever this CPU runs fastest (a CPU where neither beats the eager "
+                        "path keeps it). The first time on a CPU every candidate is compiled and measured "
+                        "before the first sound (~70 s on two cores); the choice and the winner's compiled "
+                        "package are kept (~/.cache/livefoley: optimize.json, vision/), so later starts load "
+                        "it in under a second")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
     p.add_argument("--blocksize", type=int, default=400, metavar="SAMPLES",
                    help="sound-device block (default 400 = 8.3 ms; PulseAudio reports two blocks of "

@@ -62,8 +62,9 @@ class EngineConfig:
       threads in all (None: one per idle core), see *Threads* in :mod:`plugin.live.engine`;
       ``nfe`` / ``guidance`` ω (None: the model's defaults; ``--cfg`` on the command line); ``seed``;
       ``optimize``: DINOv2 compiled for the thread counts the engine uses, in int8 or bf16,
-      whichever this CPU runs fastest (:mod:`model.optimize`; built and measured before the first
-      sound, ~20 s per count on two cores, ~10 s once the choice is remembered).
+      whichever this CPU runs fastest (:mod:`model.optimize`; compiled and measured before the first
+      sound the first time on a CPU, ~35 s per count on two cores; later the kept package is loaded,
+      well under a second).
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk
       (the ring level kept ahead of each new chunk), ``capacity_frames`` of ring.

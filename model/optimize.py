@@ -46,12 +46,14 @@ import torch
 from torch import Tensor, nn
 
 from audio.errors import LivefoleyError
+from model.vision import vit_features
 
 __all__ = ["PATHS", "optimize_vision"]
 
 log = logging.getLogger(__name__)
 
 PATHS = ("int8", "bf16")  # the compiled candidates, besides the eager forward
+GRAPH_VERSION = 1  # in every kept package's key: raise it when what is compiled changes
 TIMING_ROUNDS = 15  # interleaved runs of every candidate; the median decides
 
 
@@ -64,8 +66,7 @@ class _Features(nn.Module):
         self.bf16 = bf16
 
     def forward(self, images: Tensor) -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.vit.forward_features(images).float()
+        return vit_features(self.vit, images, bf16=self.bf16).float()
 
 
 def _int8_module(vit: nn.Module, example: Tensor) -> nn.Module:
@@ -219,7 +220,7 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
         return modules[name]
 
     def package(name: str, n: int) -> Path:
-        digest = hashlib.sha256(f"{key_of}{n} | {name} | {weights}".encode()).hexdigest()[:20]
+        digest = hashlib.sha256(f"{key_of}{n} | {name} | {weights} | {GRAPH_VERSION}".encode()).hexdigest()[:20]
         return cache.parent / "vision" / f"{name}-{n}-{digest}.pt2"
 
     def graph(name: str, n: int) -> Callable[[Tensor], Tensor] | None:

@@ -339,16 +339,21 @@ class DinoBackbone(nn.Module):
         if fast is not None:
             tokens = fast(images.float())  # model.optimize: a compiled package, fp32 in and out
         else:
-            with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16,
-                                                 enabled=self.config.dtype == "bf16"):
-                images = images.to(self.vit.pos_embed.dtype)  # in case the module was cast (.half(), …)
-                tokens = self.vit.forward_features(images)  # (T, prefix + ph·pw, C), final norm applied
+            with torch.no_grad():
+                tokens = vit_features(self.vit, images, bf16=self.config.dtype == "bf16")
         grid = tokens[:, self.num_prefix_tokens:].float()  # drop CLS + registers: (T, ph·pw, C)
         grid = grid.transpose(1, 2).reshape(len(images), self.embed_dim, ph, pw)  # (T, C, ph, pw)
         p = self.config.pool
         if p > 1:
             grid = F.avg_pool2d(grid, p)  # (T, C, gh, gw)
         return grid.permute(0, 2, 3, 1).contiguous()  # (T, gh, gw, C)
+
+
+def vit_features(vit: nn.Module, images: Tensor, *, bf16: bool) -> Tensor:
+    """The ViT's tokens ``(T, prefix + ph·pw, C)``, final norm applied, as the eager path computes
+    them (products in bf16 under autocast when ``bf16``); :mod:`model.optimize` compiles the same."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return vit.forward_features(images.to(vit.pos_embed.dtype))  # in case the module was cast (.half(), …)
 
 
 def _resize(img: np.ndarray, nh: int, nw: int) -> np.ndarray:

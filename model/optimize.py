@@ -2,9 +2,10 @@
 
 DINOv2 is most of a frame's cost on a CPU.  :func:`optimize_vision` gives the backbone's streaming
 forward — one frame, ``(1, 3, h, w)`` — a graph that AOTInductor compiled ahead of time for one
-thread count (a ``.pt2`` package: C++ kernels, the weights frozen in, no Python between the ops),
-and which graph wins depends on the CPU, so each is *measured* there and the fastest kept (the
-eager forward included: a count where no graph beats it keeps the eager path):
+thread count (a shared library: C++ kernels, the weights frozen in, no Python between the ops, run
+through its C interface so that Python's lock is let go meanwhile).  Which graph wins depends on
+the CPU, so each is *measured* there and the fastest kept (the eager forward included: a count
+where no graph beats it keeps the eager path):
 
 * ``int8``: every linear layer in int8 — weights per output channel once, activations per call
   (dynamic scales), through PT2E and the x86 inductor quantizer (torchao, ``livefoley[fast]``).
@@ -18,7 +19,7 @@ eager forward included: a count where no graph beats it keeps the eager path):
 
 What was measured is remembered (``optimize.json`` in ``$LIVEFOLEY_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/livefoley`` or ``~/.cache/livefoley``), per CPU, torch version, backbone, input size,
-candidate set and thread count, and the winners' packages are kept beside it (``vision/``, 45–90 MB
+candidate set and thread count, and the winners' libraries are kept beside it (``vision/``, 45–90 MB
 each, per weights too): a later start loads them (~0.1 s) instead of measuring and compiling.
 Delete the folder to measure again.
 
@@ -53,7 +54,7 @@ __all__ = ["PATHS", "optimize_vision"]
 log = logging.getLogger(__name__)
 
 PATHS = ("int8", "bf16")  # the compiled candidates, besides the eager forward
-GRAPH_VERSION = 1  # in every kept package's key: raise it when what is compiled changes
+GRAPH_VERSION = 2  # in every kept package's key: raise it when what is compiled changes
 TIMING_ROUNDS = 15  # interleaved runs of every candidate; the median decides
 
 
@@ -85,18 +86,95 @@ def _int8_module(vit: nn.Module, example: Tensor) -> nn.Module:
 
 def _package(module: nn.Module, example: Tensor, path: Path) -> None:
     """AOTInductor: ``module`` exported for one ``example``-shaped frame and compiled ahead of time for
-    torch's current thread count, its weights frozen in as constants, written to ``path`` (a
-    ``.pt2`` package, whole or not at all)."""
+    torch's current thread count, its weights frozen in as constants; the compiled library (weights
+    inside) is written to ``path``, whole or not at all."""
+    import tempfile
+    import zipfile
+
     from audio.files import atomic_path
 
     exported = torch.export.export(module, (example,))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch._inductor.config.patch(freezing=True), atomic_path(path) as tmp:
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        package = Path(tmp) / "graph.pt2"
+        with torch._inductor.config.patch(freezing=True):
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(package))
+        with zipfile.ZipFile(package) as z:
+            libraries = [n for n in z.namelist() if n.endswith(".wrapper.so") and "/aotinductor/" in n]
+            if len(libraries) != 1:
+                raise LivefoleyError(f"torch {torch.__version__} wrote an AOTInductor package laid out unlike the "
+                                     f"ones livefoley knows ({len(libraries)} compiled libraries); run without "
+                                     "--optimize")
+            library = z.read(libraries[0])
+    with atomic_path(path) as dst:
+        dst.write_bytes(library)
+    with atomic_path(_digest_path(path)) as dst:  # checked before each load: see _intact
+        dst.write_text(hashlib.sha256(library).hexdigest())
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _intact(path: Path) -> bool:
+    """Whether the kept library is the one written: a damaged one must never be loaded (the loader
+    maps the file and reads past a truncated end: the process dies of SIGBUS, no exception)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == _digest_path(path).read_text().strip()
+    except OSError:
+        return False
+
+
+class _Compiled:
+    """A compiled library of :func:`_package`, run through AOTInductor's C interface with ctypes, which
+    lets go of Python's lock while it runs: torch's own package loader holds it for the whole run
+    (measured: another Python thread stalled ~20 ms a frame), and the live engine's audio callback,
+    capture and worker threads are Python."""
+
+    def __init__(self, path: Path) -> None:
+        import ctypes
+
+        self._lib = lib = ctypes.CDLL(str(path))
+        for fn in (lib.AOTInductorModelContainerCreateWithDevice, lib.AOTInductorModelContainerRun,
+                   lib.AOTInductorModelContainerGetNumOutputs, lib.AOTInductorModelContainerDelete):
+            fn.restype = ctypes.c_int32
+        self._handle = ctypes.c_void_p()
+        self._check(lib.AOTInductorModelContainerCreateWithDevice(ctypes.byref(self._handle), ctypes.c_size_t(1),
+                                                                  b"cpu", None), "load")
+        n = ctypes.c_size_t()
+        self._check(lib.AOTInductorModelContainerGetNumOutputs(self._handle, ctypes.byref(n)), "inspect")
+        self._outputs = n.value
+        self._pointer = ctypes.pythonapi.PyCapsule_GetPointer
+        self._pointer.restype, self._pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        self._capsule = ctypes.pythonapi.PyCapsule_New
+        self._capsule.restype = ctypes.py_object
+        self._capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        self._ctypes = ctypes
+        self.path = path
+
+    def _check(self, status: int, what: str) -> None:
+        if status != 0:
+            raise LivefoleyError(f"the compiled vision graph {self.path if hasattr(self, 'path') else ''} failed to "
+                                 f"{what} (AOTInductor status {status}); delete it or run without --optimize")
+
+    def __call__(self, images: Tensor) -> Tensor:
+        ctypes, aoti = self._ctypes, torch._C._aoti
+        inputs = [self._pointer(c, None) for c in aoti.unsafe_alloc_void_ptrs_from_tensors([images.contiguous()])]
+        outputs = (ctypes.c_void_p * self._outputs)()
+        self._check(self._lib.AOTInductorModelContainerRun(  # the handles in are taken over by the run
+            self._handle, (ctypes.c_void_p * len(inputs))(*inputs), ctypes.c_size_t(len(inputs)), outputs,
+            ctypes.c_size_t(self._outputs), None, None), "run")
+        (tokens,) = aoti.alloc_tensors_by_stealing_from_void_ptrs([self._capsule(p, None, None) for p in outputs])
+        return tokens
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None and handle.value:
+            self._lib.AOTInductorModelContainerDelete(handle)
 
 
 def _load(path: Path) -> Callable[[Tensor], Tensor]:
-    return torch._inductor.aoti_load_package(str(path))
+    return _Compiled(path)
 
 
 def _median_ms(candidates: dict[str, Callable[[Tensor], Tensor]], example: Tensor) -> dict[str, float]:
@@ -221,7 +299,7 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
 
     def package(name: str, n: int) -> Path:
         digest = hashlib.sha256(f"{key_of}{n} | {name} | {weights} | {GRAPH_VERSION}".encode()).hexdigest()[:20]
-        return cache.parent / "vision" / f"{name}-{n}-{digest}.pt2"
+        return cache.parent / "vision" / f"{name}-{n}-{digest}.so"
 
     def graph(name: str, n: int) -> Callable[[Tensor], Tensor] | None:
         """The candidate's package for ``n`` threads: loaded when kept from an earlier run, else
@@ -229,6 +307,8 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
         path = package(name, n)
         if path.exists():
             try:
+                if not _intact(path):
+                    raise LivefoleyError("it is not the library that was written (damaged, or its digest is gone)")
                 return _load(path)
             except Exception as err:  # noqa: BLE001 - a damaged package is compiled again
                 log.warning("optimised vision: cannot load %s (%s); compiling it again", path, err)
@@ -265,8 +345,9 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
                     graphs.pop(n, None)
                 else:
                     graphs[n] = built[best]
-                for name in set(built) - {best}:
-                    package(name, n).unlink(missing_ok=True)  # a loser's package is not needed again
+                for name in set(built) - {best}:  # a loser's library is not needed again
+                    for path in (package(name, n), _digest_path(package(name, n))):
+                        path.unlink(missing_ok=True)
                 choices[n] = {"path": best, "ms": ms, "cached": False}
                 if not keep and set(ms) == {"eager", *paths}:  # every candidate measured
                     remembered[key_of + str(n)] = {"path": best, "ms": ms}

@@ -164,9 +164,12 @@ def in_fresh_process(fn, *args):
     checks: what earlier tests did to this process (an int8 graph built by inductor, measured to
     leave eager ops slower for the rest of the process's life) must not tilt them."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    # an executor, not a Pool: a child that dies (a crash in native code) fails the test, where a
+    # Pool would wait for it for ever
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def pytest_collection_modifyitems(config, items):

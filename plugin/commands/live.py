@@ -74,7 +74,7 @@ def register(subparsers) -> None:
                         "few %%) or bf16, whichever this CPU runs fastest (a CPU where neither beats the eager "
                         "path keeps it). The first time on a CPU every candidate is compiled and measured "
                         "before the first sound (~70 s on two cores); the choice and the winner's compiled "
-                        "package are kept (~/.cache/livefoley: optimize.json, vision/), so later starts load "
+                        "library are kept (~/.cache/livefoley: optimize.json, vision/), so later starts load "
                         "it in under a second")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
     p.add_argument("--blocksize", type=int, default=400, metavar="SAMPLES",

@@ -63,7 +63,7 @@ class EngineConfig:
       ``nfe`` / ``guidance`` ω (None: the model's defaults; ``--cfg`` on the command line); ``seed``;
       ``optimize``: DINOv2 compiled for the thread counts the engine uses, in int8 or bf16,
       whichever this CPU runs fastest (:mod:`model.optimize`; compiled and measured before the first
-      sound the first time on a CPU, ~35 s per count on two cores; later the kept package is loaded,
+      sound the first time on a CPU, ~35 s per count on two cores; later the kept library is loaded,
       well under a second).
     - Device sink: ``blocksize`` samples per callback (the reported output latency follows it:
       PulseAudio reports two blocks), ``cushion_ms`` of silence written ahead of the first chunk

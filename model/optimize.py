@@ -134,6 +134,7 @@ class _Compiled:
     def __init__(self, path: Path) -> None:
         import ctypes
 
+        self.path = path
         self._lib = lib = ctypes.CDLL(str(path))
         for fn in (lib.AOTInductorModelContainerCreateWithDevice, lib.AOTInductorModelContainerRun,
                    lib.AOTInductorModelContainerGetNumOutputs, lib.AOTInductorModelContainerDelete):
@@ -144,18 +145,17 @@ class _Compiled:
         n = ctypes.c_size_t()
         self._check(lib.AOTInductorModelContainerGetNumOutputs(self._handle, ctypes.byref(n)), "inspect")
         self._outputs = n.value
-        self._pointer = ctypes.pythonapi.PyCapsule_GetPointer
-        self._pointer.restype, self._pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-        self._capsule = ctypes.pythonapi.PyCapsule_New
-        self._capsule.restype = ctypes.py_object
-        self._capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        # prototypes of their own: the shared ctypes.pythonapi functions keep their types for other code
+        self._pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+            ("PyCapsule_GetPointer", ctypes.pythonapi))
+        self._capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+            ("PyCapsule_New", ctypes.pythonapi))
         self._ctypes = ctypes
-        self.path = path
 
     def _check(self, status: int, what: str) -> None:
         if status != 0:
-            raise LivefoleyError(f"the compiled vision graph {self.path if hasattr(self, 'path') else ''} failed to "
-                                 f"{what} (AOTInductor status {status}); delete it or run without --optimize")
+            raise LivefoleyError(f"the compiled vision graph {self.path} failed to {what} (AOTInductor status "
+                                 f"{status}); delete it or run without --optimize")
 
     def __call__(self, images: Tensor) -> Tensor:
         ctypes, aoti = self._ctypes, torch._C._aoti
@@ -171,10 +171,6 @@ class _Compiled:
         handle = getattr(self, "_handle", None)
         if handle is not None and handle.value:
             self._lib.AOTInductorModelContainerDelete(handle)
-
-
-def _load(path: Path) -> Callable[[Tensor], Tensor]:
-    return _Compiled(path)
 
 
 def _median_ms(candidates: dict[str, Callable[[Tensor], Tensor]], example: Tensor) -> dict[str, float]:
@@ -309,19 +305,27 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
             try:
                 if not _intact(path):
                     raise LivefoleyError("it is not the library that was written (damaged, or its digest is gone)")
-                return _load(path)
+                return _Compiled(path)
             except Exception as err:  # noqa: BLE001 - a damaged package is compiled again
                 log.warning("optimised vision: cannot load %s (%s); compiling it again", path, err)
         if module(name) is None:
             return None
         log.info("optimised vision: compiling %s for %d thread(s)…", name, n)
         _package(module(name), example, path)
-        return _load(path)
+        return _Compiled(path)
 
     with torch.no_grad():
         before = torch.get_num_threads()
         graphs = dict(backbone.fast_features or {})
         choices = dict(backbone.fast_choice or {})
+
+        def install(n: int, fast: Callable[[Tensor], Tensor] | None) -> None:
+            """The graph for ``n`` threads; None: the eager path."""
+            if fast is None:
+                graphs.pop(n, None)
+            else:
+                graphs[n] = fast
+
         try:
             for n in counts:
                 torch.set_num_threads(n)
@@ -329,10 +333,7 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
                     best, ms = known[n]["path"], known[n]["ms"]
                     fast = None if best == "eager" else graph(best, n)
                     if best == "eager" or fast is not None:
-                        if fast is None:
-                            graphs.pop(n, None)
-                        else:
-                            graphs[n] = fast
+                        install(n, fast)
                         choices[n] = {"path": best, "ms": ms, "cached": True}
                         log.info("optimised vision, %d thread(s): %s, as measured earlier on this CPU (%s; delete "
                                  "it to measure again)", n, best, cache)
@@ -341,10 +342,7 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
                 built = {name: fast for name in paths if (fast := graph(name, n)) is not None}
                 ms = {k: round(v, 2) for k, v in _median_ms({"eager": eager, **built}, example).items()}
                 best = keep or min(ms, key=ms.get)
-                if best == "eager":
-                    graphs.pop(n, None)
-                else:
-                    graphs[n] = built[best]
+                install(n, built.get(best))
                 for name in set(built) - {best}:  # a loser's library is not needed again
                     for path in (package(name, n), _digest_path(package(name, n))):
                         path.unlink(missing_ok=True)

@@ -288,7 +288,8 @@ class LiveEngine:
         backbone = gen.model.tokenizer.backbone
         if backbone.fast_choice and set(counts) <= set(backbone.fast_choice):
             return
-        log.info("building and measuring the optimised vision paths (compiled) for %s thread(s)…", counts)
+        log.info("optimised vision for %s thread(s): loading what this CPU kept, or compiling and measuring "
+                 "every candidate (once per CPU)…", counts)
         log.info("optimised vision path ready in %.1f s", optimize_vision(backbone, counts))
 
     def _open_source(self):

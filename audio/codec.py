@@ -46,6 +46,10 @@ class StreamingCodec(nn.Module):
         """``(B, latent_dim, T)`` → waveform ``(B, C, T · hop)``."""
         raise NotImplementedError
 
+    def decoding_modules(self) -> list[nn.Module]:
+        """The modules :meth:`decode` runs (the optimised CPU path quantises their linear layers)."""
+        raise NotImplementedError
+
     def forward(self, wav: Tensor) -> Tensor:
         """Deterministic reconstruction: ``decode(encode(wav))``."""
         return self.decode(self.encode(wav))

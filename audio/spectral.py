@@ -372,11 +372,14 @@ class SpectralCodec(StreamingCodec):
         norm = self.ola_norm.repeat(c.frames_per_latent)
         return out[..., : c.hop] / norm
 
+    def decoding_modules(self) -> list[nn.Module]:
+        return [self.dec_in, self.dec_mlp, self.dec_frames, self.dec_out]
+
     def decode(self, z: Tensor) -> Tensor:
         """``(B, latent_dim, T)`` → waveform ``(B, C, T · hop)`` (one latent at a time, so offline
         decoding and streaming are the same arithmetic)."""
         self._check_latents(z)
-        p = self.dec_out[-1].weight
+        p = self.dec_in.weight  # (a parameter no optimisation replaces)
         st = self._stream if self._stream is not None else self._new_state(z.shape[0], p.device, p.dtype)
         z = z.to(p.dtype)
         return torch.cat([self._decode_one(z[..., t : t + 1], st) for t in range(z.shape[-1])], dim=-1)
@@ -384,7 +387,7 @@ class SpectralCodec(StreamingCodec):
     # ---- streaming state: the encoder's input tail, the decoder's context, phases and overlap ----
 
     def _start_stream(self, batch_size: int) -> None:
-        p = self.dec_out[-1].weight
+        p = self.dec_in.weight  # (a parameter no optimisation replaces)
         self._stream = self._new_state(batch_size, p.device, p.dtype)
 
     def _reset_stream(self) -> None:

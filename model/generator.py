@@ -102,6 +102,7 @@ class Generator:
         # a diffusion-stage model has one valid NFE (its Heun schedule), whatever default_nfe says
         self.nfe = self.config.default_nfe if self.config.default_nfe in self.valid_nfe else self.valid_nfe[0]
         self.guidance = self.config.guidance
+        self.audio_choice: dict | None = None  # what model.optimize.optimize_audio measured and installed
 
     @property
     def valid_nfe(self) -> tuple[int, ...]:
@@ -188,6 +189,9 @@ class Generator:
         return np.concatenate(chunks, axis=1)
 
     def save(self, folder: str | Path) -> Path:
+        if self.audio_choice is not None and self.audio_choice["path"] != "eager":
+            raise LivefoleyError("this generator's audio path was quantised for speed (--optimize): load the model "
+                                 "again to save it")
         return save_model(folder, self.model, self.vae)
 
 

@@ -1,4 +1,6 @@
-"""The optimised CPU path of the per-frame step (``--optimize`` of ``bench``, ``live``, ``obs``).
+"""The optimised CPU path of the per-frame step (``--optimize`` of ``bench``, ``live``, ``obs``):
+DINOv2 compiled (:func:`optimize_vision`) and the audio path's linear layers in int8
+(:func:`optimize_audio`), each only where it measured faster on this CPU.
 
 DINOv2 is most of a frame's cost on a CPU.  :func:`optimize_vision` gives the backbone's streaming
 forward — one frame, ``(1, 3, h, w)`` — a graph that AOTInductor compiled ahead of time for one
@@ -26,8 +28,12 @@ Delete the folder to measure again.
 Candidates measured and not kept (Sapphire Rapids): the whole ViT in bf16 (10.6 ms against 11.9;
 norms in bf16), compiled static int8 (6.4 ms but 19 % grid error: calibrated activations clip).
 Compiling the audio path (transformer, head: graph-capturable, see
-``model.generator.StreamSession.latent_from_noise``) made it slower (24 vs 6.3 ms: a compiled step
-copies the whole KV cache it writes into), so it stays eager.
+``model.generator.StreamSession.latent_from_noise``) made it slower (torch.compile 24 against 6.3 ms,
+AOTInductor 7.2 against 3.9 ms a transformer step: a compiled step copies the whole KV cache it
+writes into), so it stays eager.  What it waits for is memory: each token's products read every
+weight of the transformer (13 MB in fp32 for ``default``, twice a frame), the head (6 MB) and the
+VAE decoder (8 MB) for one or two rows of work, so :func:`optimize_audio` gives those layers int8
+weights (a quarter of the bytes) — ``default`` on an AMD EPYC, 2 threads: 16.1 → 11.2 ms a frame.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from torch import Tensor, nn
 from audio.errors import LivefoleyError
 from model.vision import vit_features
 
-__all__ = ["PATHS", "optimize_vision"]
+__all__ = ["PATHS", "Int8Linear", "optimize_audio", "optimize_vision"]
 
 log = logging.getLogger(__name__)
 
@@ -358,3 +364,101 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
     backbone.fast_features = graphs
     backbone.fast_choice = choices
     return time.perf_counter() - start
+
+
+# --- the audio path ----------------------------------------------------------------------------------
+
+
+class Int8Linear(nn.Module):
+    """An ``nn.Linear`` of the audio path with its weight in int8, one scale per output channel (a
+    quarter of fp32's bytes), multiplied in bf16 by ``aten._weight_int8pack_mm``; the bias stays fp32.
+    The audio path multiplies one token (or a CFG pair) at a time, so its products read every weight
+    for a row or two of work: on a CPU they wait for memory, not arithmetic (fp32 ~150 µs for a
+    256 × 768 weight, this ~15 µs).  Products move by ~0.7 % (relative L2)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127.0).clamp_min(torch.finfo(torch.float32).tiny).to(torch.bfloat16)
+        self.register_buffer("qweight", torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16), self.qweight,
+                                               self.scale)
+        y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+AUDIO_ROUNDS_STEPS = 4  # audio steps per timed round (each round times both paths, interleaved)
+
+
+def _audio_linears(gen) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """``(parent, name, layer)`` of every linear layer the per-frame audio path runs: transformer,
+    diffusion head, the VAE's decoder."""
+    roots = [gen.model.transformer, gen.model.head, *gen.vae.decoding_modules()]
+    return [(parent, name, child) for root in roots for parent in root.modules()
+            for name, child in parent.named_children() if type(child) is nn.Linear]
+
+
+def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | None = None) -> dict:
+    """Give the per-frame audio path (transformer, head, VAE decoder) of ``gen`` (a
+    :class:`model.generator.Generator` computing in fp32 on the CPU) int8 linear layers
+    (:class:`Int8Linear`) where they are faster here: one stream's audio step (the token's
+    transformer step with CFG, the head, the VAE decode, the next latent fed) is timed both ways,
+    interleaved, at each CPU thread count in ``threads`` (default: torch's current one), and int8
+    is kept only if it wins at every count.  ``keep`` (``"int8"`` or ``"eager"``) installs that
+    path whatever the timing (tests).  Returns, and leaves in ``gen.audio_choice``, ``{"path",
+    "ms": {count: {"eager": ms, "int8": ms}}}``.  The generator cannot be saved afterwards."""
+    if keep not in (None, "eager", "int8"):
+        raise ValueError(f"unknown audio path {keep!r}; choose from eager, int8")
+    if gen.device.type != "cpu":
+        raise LivefoleyError("--optimize is the CPU path; on a GPU leave it out")
+    if gen.model.vision_in.weight.dtype != torch.float32:
+        raise LivefoleyError("the optimised audio path is for an fp32 model: leave out --dtype or --optimize")
+    if gen.audio_choice is not None:
+        return gen.audio_choice
+    layers = _audio_linears(gen)
+    eager = [layer for _, _, layer in layers]
+    with torch.no_grad():
+        paths = {"eager": eager, "int8": [Int8Linear(layer) for layer in eager]}
+
+    def use(path: str) -> None:
+        for (parent, name, _), layer in zip(layers, paths[path], strict=True):
+            setattr(parent, name, layer)
+
+    ms: dict[int, dict[str, float]] = {}
+    if keep is None:
+        token = torch.randn(gen.model.vision_in.in_features, generator=torch.Generator().manual_seed(0))
+        before = torch.get_num_threads()
+        try:
+            with gen.stream(seed=0, timing=False) as session:
+                def step() -> None:
+                    session.decode(session.latent(token))
+                    session.prefeed()
+
+                for n in threads or (before,):
+                    torch.set_num_threads(n)
+                    times: dict[str, list[float]] = {path: [] for path in paths}
+                    for path in paths:  # warm
+                        use(path)
+                        step()
+                    for _ in range(TIMING_ROUNDS):
+                        for path in paths:
+                            use(path)
+                            t = time.perf_counter()
+                            for _ in range(AUDIO_ROUNDS_STEPS):
+                                step()
+                            times[path].append((time.perf_counter() - t) * 1000.0 / AUDIO_ROUNDS_STEPS)
+                    ms[n] = {path: round(statistics.median(ts), 2) for path, ts in times.items()}
+        finally:
+            torch.set_num_threads(before)
+        keep = "int8" if all(m["int8"] < m["eager"] for m in ms.values()) else "eager"
+    use(keep)
+    gen.audio_choice = {"path": keep, "ms": ms}
+    log.info("optimised audio path: %s linear layers (%s)", keep,
+             "; ".join(f"{n} thread(s): eager {m['eager']:.1f}, int8 {m['int8']:.1f} ms a frame"
+                       for n, m in ms.items()) or "chosen, not measured")
+    return gen.audio_choice

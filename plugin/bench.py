@@ -97,15 +97,18 @@ def run_bench(config: BenchConfig, *, progress=None) -> dict:
     optimised = None
     for path in ("eager", "optimised") if config.optimize else ("eager",):
         if path == "optimised":
-            from model.optimize import optimize_vision
+            from model.optimize import optimize_audio, optimize_vision
 
             eager_out = _stream_outputs(gen, frames[:ERROR_FRAMES], seed=config.seed)
             # a graph for every thread count a condition may choose (a busy core gets no thread)
             counts = (config.threads,) if config.threads else tuple(range(1, choose_threads() + 1))
             backbone = gen.model.tokenizer.backbone
+            t = time.perf_counter()
             built_s = optimize_vision(backbone, counts)
-            optimised = {"build_s": built_s,
+            audio = optimize_audio(gen, counts) if gen.model.vision_in.weight.dtype == torch.float32 else None
+            optimised = {"build_s": time.perf_counter() - t, "vision_build_s": built_s,
                          "vision": {str(n): c for n, c in sorted(backbone.fast_choice.items())},
+                         "audio": audio and {"path": audio["path"], "ms": {str(n): m for n, m in audio["ms"].items()}},
                          **_path_error(eager_out, _stream_outputs(gen, frames[:ERROR_FRAMES], seed=config.seed))}
         for load in config.loads:
             # the thread count is chosen again under each condition: the step must stay real time on a
@@ -138,13 +141,14 @@ def _stream_outputs(gen, frames, *, seed: int) -> dict:
     """Tokens ``(T, d)`` and audio ``(2, T·1600)`` of ``frames`` streamed from a fresh session."""
     import torch
 
-    tokens, audio = [], []
+    tokens, latents, audio = [], [], []
     with gen.stream(seed=seed, timing=False) as session:
         for frame in frames:
             token = session.encode(frame)
             tokens.append(token.float().clone())
-            audio.append(session.step_token(token))
-    return {"tokens": torch.stack(tokens), "audio": np.concatenate(audio, axis=1)}
+            latents.append(session.latent(token).float().clone())
+            audio.append(session.decode(latents[-1]))
+    return {"tokens": torch.stack(tokens), "latents": torch.cat(latents), "audio": np.concatenate(audio, axis=1)}
 
 
 AUDIO_ERROR_FRAMES = 8  # the audio error is taken over the stream's first frames: its latents feed
@@ -153,11 +157,15 @@ AUDIO_ERROR_FRAMES = 8  # the audio error is taken over the stream's first frame
 
 def _path_error(eager: dict, other: dict) -> dict:
     """How far the optimised path moves the outputs: per-frame relative L2 error of the tokens
-    (median, max) and the relative RMS error of the audio of the first frames."""
+    (median, max), and over the first frames the relative L2 error of the latents and the relative
+    RMS error of the audio (the VAE's phases follow the magnitudes' peaks, so a small change of a
+    latent can move the waveform much more than what it sounds like)."""
     d = (other["tokens"] - eager["tokens"]).norm(dim=-1) / eager["tokens"].norm(dim=-1).clamp_min(1e-12)
     n = AUDIO_ERROR_FRAMES * CONTRACT.hop
     a, b = eager["audio"][:, :n], other["audio"][:, :n]
+    x, y = eager["latents"][:AUDIO_ERROR_FRAMES], other["latents"][:AUDIO_ERROR_FRAMES]
     return {"token_rel_err_median": float(d.median()), "token_rel_err_max": float(d.max()),
+            "latent_rel_err": float((y - x).norm() / x.norm().clamp_min(1e-12)),
             "audio_rel_err": float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-12)), "frames": len(d)}
 
 
@@ -249,9 +257,16 @@ def format_table(report: dict) -> str:
         lines.append(f"  DINOv2, the fastest of eager and the compiled candidates measured on this CPU — {chosen}")
         how = ("loaded (measured and compiled by an earlier run on this CPU)"
                if all(c.get("cached") for c in opt["vision"].values()) else "compiled and measured")
-        lines.append(f"  {how} in {opt['build_s']:.1f} s; over {opt['frames']} frames its tokens differ "
-                     f"from the eager ones by {100 * opt['token_rel_err_median']:.2f} % (median relative L2; max "
-                     f"{100 * opt['token_rel_err_max']:.2f} %), the audio of the first {AUDIO_ERROR_FRAMES} frames by "
+        audio = opt.get("audio")
+        if audio:
+            lines.append("  the audio path's linear layers, int8 where faster — " + audio["path"] + " (" + "; ".join(
+                f"{n} thread(s): eager {m['eager']:.1f}, int8 {m['int8']:.1f} ms a frame"
+                for n, m in audio["ms"].items()) + ")")
+        lines.append(f"  {how} in {opt['vision_build_s']:.1f} s (with the audio path's timing {opt['build_s']:.1f} s); "
+                     f"over {opt['frames']} frames its tokens differ from the eager ones by "
+                     f"{100 * opt['token_rel_err_median']:.2f} % (median relative L2; max "
+                     f"{100 * opt['token_rel_err_max']:.2f} %), over the first {AUDIO_ERROR_FRAMES} frames the "
+                     f"latents by {100 * opt['latent_rel_err']:.2f} % (relative L2) and the audio by "
                      f"{100 * opt['audio_rel_err']:.1f} % (relative RMS)")
         lines.append("")
     first = report["rows"][0]

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from model.generator import load_generator
+from model.optimize import Int8Linear
 from plugin.cli import main
 from tests.conftest import in_fresh_process
 from tests.test_generator import frames
@@ -160,6 +161,72 @@ def _check_the_choice() -> None:
     assert (1 in (backbone.fast_features or {})) == (choice["path"] != "eager")
     with pytest.raises(ValueError, match="unknown optimised path"):
         optimize_vision(backbone, (1,), paths=("fp8",))
+
+
+def _audio_layers(gen) -> list[torch.nn.Module]:
+    roots = [gen.model.transformer, gen.model.head, *gen.vae.decoding_modules()]
+    return [m for root in roots for m in root.modules() if isinstance(m, torch.nn.Linear | Int8Linear)]
+
+
+def test_the_int8_audio_path_stays_within_stated_tolerance(tmp_path):
+    """`--optimize`'s audio path: every linear layer of the transformer, the head and the VAE decoder
+    of the shipped default model in int8 (model.optimize.Int8Linear), and nothing else.  Tolerance
+    against eager fp32: each layer's product within 2 % (relative L2; measured 0.3–0.7 %); a stream's
+    latents over its first 8 frames within 5 % (measured 1.1 %); the same latents through the two VAE
+    decoders within 1.5 dB of log-mel (measured 0.38 dB; their waveforms are not compared: the
+    decoder's phases follow the peaks of the magnitudes, so a small change moves the samples a lot
+    and the sound little).  A quantised generator refuses to be saved."""
+    from audio.errors import LivefoleyError
+    from audio.metrics import logmel_distance
+    from model.optimize import optimize_audio
+
+    eager, fast = load_generator("default", device="cpu"), load_generator("default", device="cpu")
+    assert optimize_audio(fast, keep="int8") == {"path": "int8", "ms": {}} == fast.audio_choice
+    before, after = _audio_layers(eager), _audio_layers(fast)
+    assert len(before) == len(after) > 20
+    assert all(type(m) is torch.nn.Linear for m in before) and all(type(m) is Int8Linear for m in after)
+    assert not any(isinstance(m, Int8Linear) for m in fast.model.tokenizer.modules())  # vision untouched
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for a, b in zip(before, after, strict=True):
+            x = torch.randn(3, a.in_features, generator=g)
+            assert ((b(x) - a(x)).norm() / a(x).norm()).item() < 0.02
+    clip = frames(8)
+    latents = {}
+    for name, gen in (("eager", eager), ("int8", fast)):
+        with gen.stream(seed=3) as session:
+            latents[name] = torch.cat([session.latent(session.encode(f)) for f in clip])
+    err = ((latents["int8"] - latents["eager"]).norm() / latents["eager"].norm()).item()
+    assert 0 < err < 0.05, err  # > 0: the int8 layers ran
+    decoded = {}
+    for name, gen in (("eager", eager), ("int8", fast)):
+        with gen.stream(seed=3) as session:
+            decoded[name] = session.decode(latents["eager"])
+    assert 0 < logmel_distance(decoded["int8"], decoded["eager"]) < 1.5
+    with pytest.raises(LivefoleyError, match="load the model again"):
+        fast.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_int8_audio_path_is_kept_only_where_it_measured_faster():
+    """The int8 products (aten._weight_int8pack_mm) win where the CPU waits for memory; elsewhere the
+    eager layers may be faster, so both are timed on a stream and the faster kept."""
+    from model.optimize import optimize_audio
+
+    gen = _perturbed("fp32")
+    before = torch.get_num_threads()
+    try:
+        choice = optimize_audio(gen, (1,))
+    finally:
+        torch.set_num_threads(before)
+    assert set(choice["ms"]) == {1} and set(choice["ms"][1]) == {"eager", "int8"}
+    assert all(ms > 0 for ms in choice["ms"][1].values())
+    assert choice["path"] == min(choice["ms"][1], key=choice["ms"][1].get)
+    kinds = {type(m) for m in _audio_layers(gen)}
+    assert kinds == ({Int8Linear} if choice["path"] == "int8" else {torch.nn.Linear})
+    assert optimize_audio(gen, (2,)) is choice  # once per loaded model
+    with pytest.raises(ValueError, match="unknown audio path"):
+        optimize_audio(_perturbed("fp32"), keep="fp8")
 
 
 def test_the_compiled_vision_is_kept_and_loaded_instead_of_compiled_again(tmp_path):
@@ -330,6 +397,10 @@ def test_bench_optimize_prints_both_paths_side_by_side(tmp_path):
     assert chosen["path"] == min(chosen["ms"], key=chosen["ms"].get) and set(chosen["ms"]) == {"eager", "int8", "bf16"}
     # the eager path kept: the same tokens; a compiled one: within its tolerance
     assert opt["token_rel_err_median"] == 0 if chosen["path"] == "eager" else 0 < opt["token_rel_err_median"] < 0.1
+    audio = opt["audio"]
+    assert set(audio["ms"]) == {"1"} and audio["path"] == min(audio["ms"]["1"], key=audio["ms"]["1"].get)
+    assert 0 <= opt["latent_rel_err"] < 0.05
+    assert f"the audio path's linear layers, int8 where faster — {audio['path']} (1 thread(s): eager " in table
     assert "optimised path: eager / optimised waveform time — quiet NFE 1 CFG 3:" in table
     assert f"DINOv2, the fastest of eager and the compiled candidates measured on this CPU — 1 thread(s): " \
            f"{chosen['path']} (eager " in table

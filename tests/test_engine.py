@@ -809,8 +809,9 @@ def test_cli_help_and_bad_input(capsys):
 def test_optimize_builds_the_vision_for_the_engines_thread_counts(tmp_path, monkeypatch):
     """`live --optimize`: before the first sound the engine gives DINOv2 the fastest compiled graph
     for every thread count vision runs with (all N on the worker, ⌊N/2⌋ on the vision thread), or
-    keeps the eager path for a count where none beats it; the next start (a new process loads the
-    model afresh) loads what was chosen and compiles nothing."""
+    keeps the eager path for a count where none beats it, and times the int8 audio path at the
+    worker's counts; the next start (a new process loads the model afresh) loads what was chosen
+    and compiles nothing."""
     import model.optimize
     from model.generator import load_generator
 
@@ -834,5 +835,7 @@ def test_optimize_builds_the_vision_for_the_engines_thread_counts(tmp_path, monk
         assert set(backbone.fast_choice) == {1, 2}
         assert all(c["cached"] == (start == "later") for c in backbone.fast_choice.values())
         assert set(backbone.fast_features or {}) == {n for n, c in backbone.fast_choice.items() if c["path"] != "eager"}
+        # the audio path's layers timed at the worker's counts (all 2 threads waiting, 1 pipelined)
+        assert set(gen.audio_choice["ms"]) == {1, 2} and gen.audio_choice["path"] in ("eager", "int8")
         st = engine.stats()
         assert st["end_reason"] == "duration reached" and st["chunks"] == CONTRACT.fps

@@ -56,6 +56,9 @@ class CausalVAE(StreamingCodec):
         self._check_wave(wav)
         return self.encoder(wav)[:, : self.latent_dim]
 
+    def decoding_modules(self) -> list[nn.Module]:
+        return [self.decoder]
+
     def decode(self, z: Tensor) -> Tensor:
         """``(B, latent_dim, T)`` → waveform ``(B, C, T · hop)``."""
         self._check_latents(z)

@@ -19,7 +19,7 @@ the timed loop; CUDA timings synchronise the device at each component boundary.
 examples:
   livefoley bench --model default --threads 1
   livefoley bench --nfe 1 --cfg 3 --frames 600 --json bench.json --plot bench.png
-  livefoley bench --nfe 1 --cfg 3 --optimize     # eager and optimised (compiled DINOv2) side by side
+  livefoley bench --nfe 1 --cfg 3 --optimize     # eager and optimised (compiled DINOv2, int8 audio path) side by side
   livefoley bench --device cuda --dtype bf16 --model runs/base_ect"""
 
 
@@ -45,9 +45,10 @@ def register(subparsers) -> None:
                         "(default; the rows side by side)")
     p.add_argument("--optimize", action="store_true",
                    help="also run the optimised CPU path (DINOv2 compiled ahead of time by AOTInductor, in int8 "
-                        "— needs torchao — or bf16, whichever this CPU runs fastest) and print its rows beside the "
-                        "eager ones, with the speed-up, what each candidate measured, the seconds it took to "
-                        "build and how far it moves the tokens and the audio")
+                        "— needs torchao — or bf16, whichever this CPU runs fastest; the audio path's linear layers "
+                        "in int8 where that is faster) and print its rows beside the eager ones, with the speed-up, "
+                        "what each candidate measured, the seconds it took to build and how far it moves the "
+                        "tokens, the latents and the audio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the full report (with every sample) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="latency distributions against the 33.3 ms line")

@@ -253,15 +253,16 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
                     paths: tuple[str, ...] = PATHS, keep: str | None = None) -> float:
     """Give ``backbone`` (a :class:`model.vision.DinoBackbone` on the CPU) the fastest one-frame
     forward for each CPU thread count in ``threads`` (default: torch's current one): every candidate
-    in ``paths`` is compiled ahead of time for that count (inductor writes the count into its
-    kernels, so a graph built for two threads would spin on a core another process holds) and timed
-    against the eager forward; the backbone uses the winner at that count and the eager path for any
-    other.  ``keep`` (one of ``paths``) installs that candidate whatever the timing (tests).  What
-    was measured and chosen is in ``backbone.fast_choice``: ``{count: {"path", "ms": {name: ms},
-    "cached"}}`` — ``cached``: the choice came from :func:`choice_cache`, measured by an earlier run
-    on this CPU, so nothing was timed.  The winners' packages are kept beside it (``vision/``, per
-    CPU, torch version, weights, path and count), so a later start loads them in well under a second
-    instead of compiling.  Returns the seconds it took (export, quantisation, compilation, timing)."""
+    in ``paths`` is compiled ahead of time with torch set to that count (the compiler decides from
+    it what to split between threads; the kernels' OpenMP regions run with the calling thread's
+    count) and timed against the eager forward at that count; the backbone uses the winner at that
+    count and the eager path for any other. ``keep`` (one of ``paths``) installs that candidate
+    whatever the timing (tests). What was measured and chosen is in ``backbone.fast_choice``:
+    ``{count: {"path", "ms": {name: ms}, "cached"}}`` — ``cached``: the choice came from
+    :func:`choice_cache`, measured by an earlier run on this CPU, so nothing was timed. The winners'
+    packages are kept beside it (``vision/``, per CPU, torch version, weights, path and count), so a
+    later start loads them in well under a second instead of compiling. Returns the seconds it took
+    (export, quantisation, compilation, timing)."""
     unknown = set(paths) - set(PATHS) or ({keep} - set(paths) if keep else set())
     if unknown:
         raise ValueError(f"unknown optimised path(s) {sorted(unknown)}; choose from {PATHS}")

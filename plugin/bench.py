@@ -255,7 +255,7 @@ def format_table(report: dict) -> str:
                            + " ms)" for n, c in opt["vision"].items())
         lines.append("optimised path: eager / optimised waveform time — " + "; ".join(ratios))
         lines.append(f"  DINOv2, the fastest of eager and the compiled candidates measured on this CPU — {chosen}")
-        how = ("loaded (measured and compiled by an earlier run on this CPU)"
+        how = ("chosen by an earlier run on this CPU, loaded (or compiled where its library was not kept)"
                if all(c.get("cached") for c in opt["vision"].values()) else "compiled and measured")
         audio = opt.get("audio")
         if audio:
@@ -269,10 +269,14 @@ def format_table(report: dict) -> str:
                      f"latents by {100 * opt['latent_rel_err']:.2f} % (relative L2) and the audio by "
                      f"{100 * opt['audio_rel_err']:.1f} % (relative RMS)")
         lines.append("")
-    first = report["rows"][0]
-    parts = ", ".join(f"{k} {v['p50']:.2f}" for k, v in first["components_ms"].items())
-    lines.append(f"components (p50 ms, NFE {first['nfe']}, CFG {first['cfg']:g}): capture "
-                 f"{report['capture_ms']['p50']:.2f}, {parts}; head per evaluation {first['head_per_eval_ms']:.2f}")
+    firsts: dict[str, dict] = {}
+    for r in report["rows"]:
+        firsts.setdefault(r.get("path", "eager"), r)
+    for first in firsts.values():
+        parts = ", ".join(f"{k} {v['p50']:.2f}" for k, v in first["components_ms"].items())
+        lines.append(f"components ({first.get('path', 'eager')} {first['load']}, p50 ms, NFE {first['nfe']}, CFG "
+                     f"{first['cfg']:g}): capture {report['capture_ms']['p50']:.2f}, {parts}; head per evaluation "
+                     f"{first['head_per_eval_ms']:.2f}")
     lines.append(f"peak memory: {report['peak_rss_mb']:.0f} MiB RSS"
                  + (f", {report['peak_cuda_mb']:.0f} MiB CUDA" if report["peak_cuda_mb"] else ""))
     return "\n".join(lines)

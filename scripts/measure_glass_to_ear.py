@@ -80,6 +80,10 @@ def main() -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from model.optimize import choice_cache
+
+    # the private HOME below is PulseAudio's: --optimize keeps using this user's kept graphs
+    os.environ.setdefault("LIVEFOLEY_CACHE_DIR", str(choice_cache().parent))
     xvfb, display = start_xvfb()
     pulse, env = start_pulse()
     os.environ.update({k: env[k] for k in ("HOME", "XDG_RUNTIME_DIR", "PULSE_SINK")})  # before sounddevice

@@ -404,6 +404,48 @@ def _audio_linears(gen) -> list[tuple[nn.Module, str, nn.Linear]]:
             for name, child in parent.named_children() if type(child) is nn.Linear]
 
 
+class _Int8Failed(Exception):
+    pass
+
+
+def _time_audio_paths(gen, use: Callable[[str], None], paths: tuple[str, ...],
+                      threads: tuple[int, ...]) -> dict[int, dict[str, float]]:
+    """Per thread count, the median ms of one stream's audio step with each path's layers installed
+    by ``use``, over interleaved rounds.  Raises :class:`_Int8Failed` where the int8 layers cannot run."""
+    token = torch.randn(gen.model.vision_in.in_features, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    ms: dict[int, dict[str, float]] = {}
+    try:
+        with gen.stream(seed=0, timing=False) as session:
+            def step() -> None:
+                session.decode(session.latent(token))
+                session.prefeed()
+
+            for n in threads:
+                torch.set_num_threads(n)
+                times: dict[str, list[float]] = {path: [] for path in paths}
+                for path in paths:  # warm
+                    use(path)
+                    try:
+                        step()
+                    except RuntimeError as err:
+                        if path == "eager":
+                            raise
+                        use("eager")
+                        raise _Int8Failed(err) from err
+                for _ in range(TIMING_ROUNDS):
+                    for path in paths:
+                        use(path)
+                        t = time.perf_counter()
+                        for _ in range(AUDIO_ROUNDS_STEPS):
+                            step()
+                        times[path].append((time.perf_counter() - t) * 1000.0 / AUDIO_ROUNDS_STEPS)
+                ms[n] = {path: round(statistics.median(ts), 2) for path, ts in times.items()}
+    finally:
+        torch.set_num_threads(before)
+    return ms
+
+
 def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | None = None) -> dict:
     """Give the per-frame audio path (transformer, head, VAE decoder) of ``gen`` (a
     :class:`model.generator.Generator` computing in fp32 on the CPU) int8 linear layers
@@ -432,31 +474,12 @@ def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | N
 
     ms: dict[int, dict[str, float]] = {}
     if keep is None:
-        token = torch.randn(gen.model.vision_in.in_features, generator=torch.Generator().manual_seed(0))
-        before = torch.get_num_threads()
         try:
-            with gen.stream(seed=0, timing=False) as session:
-                def step() -> None:
-                    session.decode(session.latent(token))
-                    session.prefeed()
-
-                for n in threads or (before,):
-                    torch.set_num_threads(n)
-                    times: dict[str, list[float]] = {path: [] for path in paths}
-                    for path in paths:  # warm
-                        use(path)
-                        step()
-                    for _ in range(TIMING_ROUNDS):
-                        for path in paths:
-                            use(path)
-                            t = time.perf_counter()
-                            for _ in range(AUDIO_ROUNDS_STEPS):
-                                step()
-                            times[path].append((time.perf_counter() - t) * 1000.0 / AUDIO_ROUNDS_STEPS)
-                    ms[n] = {path: round(statistics.median(ts), 2) for path, ts in times.items()}
-        finally:
-            torch.set_num_threads(before)
-        keep = "int8" if all(m["int8"] < m["eager"] for m in ms.values()) else "eager"
+            ms = _time_audio_paths(gen, use, tuple(paths), threads or (torch.get_num_threads(),))
+            keep = "int8" if all(m["int8"] < m["eager"] for m in ms.values()) else "eager"
+        except _Int8Failed as err:  # a torch without this CPU's int8 kernel: eager it is
+            log.warning("optimised audio path: the int8 layers failed here (%s); keeping the eager ones", err)
+            keep = "eager"
     use(keep)
     gen.audio_choice = {"path": keep, "ms": ms}
     log.info("optimised audio path: %s linear layers (%s)", keep,

@@ -229,6 +229,22 @@ def test_the_int8_audio_path_is_kept_only_where_it_measured_faster():
         optimize_audio(_perturbed("fp32"), keep="fp8")
 
 
+def test_the_audio_path_stays_eager_where_the_int8_products_cannot_run(monkeypatch, caplog):
+    from model.optimize import optimize_audio
+
+    def unsupported(self, x):
+        raise RuntimeError("no int8 kernel for this CPU")
+
+    monkeypatch.setattr(Int8Linear, "forward", unsupported)
+    gen = _perturbed("fp32")
+    with caplog.at_level("WARNING", logger="model.optimize"):
+        assert optimize_audio(gen, (1,)) == {"path": "eager", "ms": {}}
+    assert "the int8 layers failed here (no int8 kernel for this CPU)" in caplog.text
+    assert {type(m) for m in _audio_layers(gen)} == {torch.nn.Linear}
+    with gen.stream(seed=0) as session:  # and the stream runs
+        assert np.isfinite(session.step(frames(1)[0])).all()
+
+
 def test_the_compiled_vision_is_kept_and_loaded_instead_of_compiled_again(tmp_path):
     """The winner's AOTInductor package is kept in the cache folder: a later start with the same CPU,
     torch, weights and thread count loads it and compiles nothing; other weights get a package of

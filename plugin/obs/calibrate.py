@@ -213,7 +213,7 @@ def falling_behind(before: dict | None, after: dict | None, *, share: float = 0.
     return (f"the engine could not keep up with every frame on this machine: it spent {lost:.0f} of "
             f"{total:.0f} s of the recording on rungs that encode only every few frames (most on '{worst}'), so its "
             f"sound cannot follow the picture frame by frame. Close what else runs, try --optimize (DINOv2 "
-            f"compiled), --cfg 1, or a smaller OBS canvas, and calibrate again")
+            f"compiled, the audio path in int8), --cfg 1, or a smaller OBS canvas, and calibrate again")
 
 
 def engine_during(before: dict, after: dict, hand_time: np.ndarray, g2e_ms: np.ndarray,

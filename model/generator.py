@@ -66,6 +66,30 @@ def _as_rgb(frame) -> np.ndarray:
     return image
 
 
+def _ordered_map(fn, items: Iterable, workers: int) -> Iterator:
+    """``map(fn, items)`` with up to ``workers`` calls running at once on threads of their own (for
+    work that releases the interpreter lock, such as torch's kernels); results in order, and no more
+    than ``workers`` items taken ahead.  One worker: a plain ``map`` in the calling thread."""
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    import concurrent.futures as cf
+    from collections import deque
+
+    pending: deque = deque()
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livefoley-vision") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) == workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 class _Clock:
     """Per-component wall time of one step; synchronises CUDA only when timing is on."""
 
@@ -137,33 +161,41 @@ class Generator:
         return self.model.tokenizer.backbone.fit(image)
 
     @torch.inference_mode()
-    def tokenize(self, frames: Iterable, *, batch_size: int = 32, every: int = 1) -> Iterator[Tensor]:
+    def tokenize(self, frames: Iterable, *, batch_size: int = 32, every: int = 1,
+                 workers: int = 1) -> Iterator[Tensor]:
         """Vision tokens for a clip, computed in batches; yields (n, d_token) blocks in order.
         ``every`` N > 1: what the live engine's vision/N rungs feed the model — only every N-th frame
         is encoded (its change taken from the previous encoded one) and its token stands for the N
-        frames from it on (the clip's length rounded up to a whole N)."""
+        frames from it on (the clip's length rounded up to a whole N).  ``workers`` > 1: that many
+        batches go through the backbone at once, each on a thread of its own (the aggregator, which
+        needs the previous batch's last grid, stays in order here); the same tokens."""
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
+        if workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {workers}")
         tok = self.model.tokenizer
+
+        def batches() -> Iterator[list[np.ndarray]]:
+            batch: list[np.ndarray] = []
+            for i, frame in enumerate(frames):
+                if i % every:
+                    continue
+                batch.append(_as_rgb(frame))
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        def grids(batch: list[np.ndarray]) -> Tensor:
+            with torch.inference_mode():  # thread-local: a worker thread needs its own
+                return tok.grids(np.stack(batch))
+
         prev = None
-        batch: list[np.ndarray] = []
-
-        def flush() -> Tensor:
-            nonlocal prev
-            grids = tok.grids(np.stack(batch))
-            tokens = tok.tokens_from_grids(grids, prev)
-            prev = grids[-1]
-            batch.clear()
-            return tokens.repeat_interleave(every, dim=0) if every > 1 else tokens
-
-        for i, frame in enumerate(frames):
-            if i % every:
-                continue
-            batch.append(_as_rgb(frame))
-            if len(batch) == batch_size:
-                yield flush()
-        if batch:
-            yield flush()
+        for block in _ordered_map(grids, batches(), workers):
+            tokens = tok.tokens_from_grids(block, prev)
+            prev = block[-1]
+            yield tokens.repeat_interleave(every, dim=0) if every > 1 else tokens
 
     def generate(self, frames: Iterable, *, seed: int = 0, nfe: int | None = None, guidance: float | None = None,
                  batch_size: int = 32, progress=None) -> np.ndarray:

@@ -19,9 +19,10 @@ goes on; an input is never overwritten; an existing output needs ``overwrite``; 
 written under a temporary name and renamed when complete, so an error or Ctrl-C leaves no partial
 file.
 
-Speed: decoding (+ fitting frames to the vision input) and the batched vision encoder each run in
-a background thread ahead of the autoregressive loop (:func:`generate_pipelined`); FFmpeg, OpenCV
-and torch release the GIL, so on two cores the loop (transformer, head, VAE) sets the pace.
+Speed: decoding (+ fitting frames to the vision input) and the batched vision encoder run in
+background threads ahead of the autoregressive loop (:func:`generate_pipelined`), the encoder with
+one batch in flight per core; FFmpeg, OpenCV and torch release the GIL, so the cores stay busy
+while the loop (transformer, head, VAE) waits for the interpreter.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 
 from audio.contract import CONTRACT
 from audio.errors import LivefoleyError, UsageError
-from audio.measure import choose_threads, peak_rss_mib
+from audio.measure import choose_threads, peak_rss_mib, usable_cores
 from plugin.options import check_writable, same_file
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class GenerateConfig:
     mixing; ``dinov2_weights``: a local DINOv2 file (for a model with hub vision weights);
     ``format`` (a suffix such as ``".mkv"``/``".wav"``) names the outputs written to a folder
     (default: the input's own container); ``threads`` = torch CPU threads (None → 1, see
-    :func:`audio.measure.choose_threads`, at most 1).
+    :func:`audio.measure.choose_threads`, at most 1); ``optimize``: the audio path's linear layers in
+    int8 where that measures faster (:func:`model.optimize.optimize_audio`, CPU only).
     """
 
     model: str = "default"
@@ -88,6 +90,7 @@ class GenerateConfig:
     threads: int | None = None
     format: str | None = None
     progress: bool = True
+    optimize: bool = False
 
     def __post_init__(self) -> None:
         if not (self.start >= 0 and math.isfinite(self.start)):
@@ -159,6 +162,7 @@ class GenerateReport:
     guidance: float
     seed: int
     threads: int | None
+    audio_path: str | None = None  # "eager" or "int8" (--optimize); None: no model was loaded
     seconds: float = 0.0
 
     @property
@@ -175,7 +179,7 @@ class GenerateReport:
         busy = sum(r.seconds for r in ok)
         return {
             "model": self.model, "device": self.device, "nfe": self.nfe, "cfg": self.guidance, "seed": self.seed,
-            "threads": self.threads,
+            "threads": self.threads, "audio_path": self.audio_path,
             "files": [r.to_dict() for r in self.results],
             "totals": {
                 "files": len(self.results), "ok": len(ok), "failed": len(self.failed),
@@ -348,7 +352,7 @@ def _fitted(frames: Iterable, fit: Callable[[np.ndarray], np.ndarray]) -> Iterat
 
 
 def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None = None,
-                       guidance: float | None = None, batch_size: int = 32,
+                       guidance: float | None = None, batch_size: int = 32, vision_workers: int = 1,
                        progress: Callable[[int], None] | None = None,
                        ) -> tuple[np.ndarray, tuple[float, float]]:
     """``gen.generate(frames, ...)`` as a three-stage pipeline; returns ``(audio (2, 1600·T), (decode
@@ -356,15 +360,15 @@ def generate_pipelined(gen, frames: Iterable, *, seed: int = 0, nfe: int | None 
 
     Same audio as :meth:`model.generator.Generator.generate` (same tokens, same session, same noise
     order — a test checks it), but decoding + fitting frames to the vision input (thread 1) and the
-    batched vision encoder (``gen.tokenize``, thread 2) run ahead of the autoregressive loop
-    (transformer, head, VAE: the main thread), so on two cores the vision path is nearly free.
-    ``progress(n)`` is called per block of ``n`` frames done.
+    batched vision encoder (``gen.tokenize``, thread 2, with ``vision_workers`` batches in flight on
+    threads of their own) run ahead of the autoregressive loop (transformer, head, VAE: the main
+    thread).  ``progress(n)`` is called per block of ``n`` frames done.
     """
     # The backbone's own resize, in the decoding thread: the backbone then finds frames already at
     # size and leaves them alone (bit-identical tokens), and the main thread is spared the resize
     # and the stacking of full-size frames.
     with Prefetch(_fitted(frames, gen.fit), depth=batch_size) as decoded, \
-            Prefetch(gen.tokenize(decoded, batch_size=batch_size), depth=2,
+            Prefetch(gen.tokenize(decoded, batch_size=batch_size, workers=vision_workers), depth=2,
                      name="livefoley-vision") as blocks:
         audio = gen.generate_from_tokens(blocks, seed=seed, nfe=nfe, guidance=guidance, progress=progress)
         busy = (decoded.busy_seconds, blocks.busy_seconds)
@@ -457,9 +461,12 @@ def generate_file(gen, src: Path, dst: Path, config: GenerateConfig, *,
         if elapsed > 0:
             bar.set_postfix_str(f"{done / CONTRACT.fps / elapsed:.2f}× real time", refresh=False)
 
+    # single-threaded batches on every core: the backbone keeps both cores busy while the loop waits
+    # for the interpreter, and no thread spins waiting for another (audio.measure.choose_threads)
+    workers = len(usable_cores()) if gen.device.type == "cpu" else 1
     try:
         audio, busy = generate_pipelined(gen, frames, seed=config.seed, nfe=config.nfe, guidance=config.guidance,
-                                         batch_size=config.batch_size, progress=progress)
+                                         batch_size=config.batch_size, vision_workers=workers, progress=progress)
     finally:
         bar.close()
     result.decode_seconds, result.vision_seconds = busy
@@ -508,6 +515,13 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
             # one intra-op thread unless asked: the loop's small matrices gain little from two, and
             # decoding and the vision encoder run on threads of their own beside it
             torch.set_num_threads(choose_threads(config.threads, most=1))
+    if gen is not None and config.optimize:
+        if gen.device.type == "cpu":
+            from model.optimize import optimize_audio
+
+            optimize_audio(gen)  # ~3 s of timing; int8 kept only where it is faster here
+        else:
+            log.warning("--optimize is the CPU path; ignored on %s", gen.device)
     if gen is not None:
         nfe = gen.check_nfe(config.nfe if config.nfe is not None else gen.nfe)
         guidance = config.guidance if config.guidance is not None else gen.guidance
@@ -520,8 +534,9 @@ def run_generate(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, co
         import torch
 
         threads = torch.get_num_threads()
+    audio_path = (gen.audio_choice or {}).get("path", "eager") if gen is not None else None
     report = GenerateReport(results=list(failures), model=model_name, device=device, nfe=nfe, guidance=guidance,
-                            seed=config.seed, threads=threads)
+                            seed=config.seed, threads=threads, audio_path=audio_path)
     resolved_inputs = {p.resolve() for p in paths}
     claimed: dict[Path, Path] = {}
     for src, dst in zip(paths, outputs, strict=True):

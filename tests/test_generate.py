@@ -287,6 +287,29 @@ def test_prefetch_reraises_and_stops_its_thread():
 
 # ---- the CLI as a user runs it ------------------------------------------------------------------------
 
+def test_optimize_times_the_audio_path_and_reports_its_choice(tmp_path):
+    """``--optimize``: the loaded model's audio path is timed eager against int8 at the loop's thread
+    count before the first file (model.optimize.optimize_audio), the faster one generates, and the
+    JSON says which; the output is as complete as without it."""
+    import torch
+
+    from model.generator import load_generator
+
+    fresh = load_generator("tiny", "cpu")  # int8 layers cannot be taken out again: not the shared one
+    src = make_video(tmp_path / "clip.mp4", fps=30, n=20)
+    out = tmp_path / "clip.wav"
+    report = run_generate([src], out, config(optimize=True), generator=fresh)
+    assert report.exit_code == 0, report.results[0].error
+    choice = fresh.audio_choice
+    assert choice is not None and choice["path"] in ("eager", "int8")
+    assert set(choice["ms"]) == {torch.get_num_threads()}
+    assert set(choice["ms"][torch.get_num_threads()]) == {"eager", "int8"}
+    assert report.to_dict()["audio_path"] == choice["path"]
+    assert sf.info(out).frames == round(report.results[0].duration * SR) and report.results[0].frames == 20
+    assert run_generate([src], tmp_path / "plain.wav", config(), generator=load_generator("tiny", "cpu")
+                        ).to_dict()["audio_path"] == "eager"
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from plugin.cli import main; sys.exit(main())", *args]
 

@@ -69,6 +69,23 @@ def test_generate_equals_streaming_for_the_same_seed(tiny):
     assert np.abs(other_seed - offline).max() > 1e-3
 
 
+def test_tokenize_with_batches_in_flight_on_several_threads_gives_the_same_tokens(tiny):
+    """``workers`` > 1 (``generate`` runs one batch per core): the same tokens, in order, bit for bit
+    (each batch is the same computation, only on another thread), with vision/N too; an error in the
+    frames reaches the caller."""
+    clip = frames(23)  # 6 batches of 4: the last one short, several rounds of 3 in flight
+    for every in (1, 2):
+        one = torch.cat(list(tiny.tokenize(clip, batch_size=4, every=every)))
+        three = torch.cat(list(tiny.tokenize(clip, batch_size=4, every=every, workers=3)))
+        assert one.shape == three.shape == (24 if every == 2 else 23, tiny.model.tokenizer.config.d_token)
+        assert torch.equal(one, three)
+    broken = [*clip[:9], np.zeros((90, 160), np.uint8), *clip[9:]]  # a grey frame: no colour axis
+    with pytest.raises(LivefoleyError, match="RGB uint8"):
+        list(tiny.tokenize(broken, batch_size=4, workers=3))
+    with pytest.raises(ValueError, match="workers"):
+        next(tiny.tokenize(clip, workers=0))
+
+
 def test_feeding_the_last_latent_early_changes_nothing(tiny):
     """``prefeed`` (the live engine's: x_{i-1} fed to the transformer while frame i is awaited) is
     the same computation done earlier: the same audio, bit for bit, however often it is called."""

@@ -22,8 +22,9 @@ where no graph beats it keeps the eager path):
 What was measured is remembered (``optimize.json`` in ``$LIVEFOLEY_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/livefoley`` or ``~/.cache/livefoley``), per CPU, torch version, backbone, input size,
 candidate set and thread count, and the winners' libraries are kept beside it (``vision/``, 45–90 MB
-each, per weights too): a later start loads them (~0.1 s) instead of measuring and compiling.
-Delete the folder to measure again.
+each, per weights too): a later start loads them (~0.1 s) instead of measuring and compiling.  The
+audio path's choice is remembered there too (per CPU, torch version, the layers' shapes and thread
+count).  Delete the folder to measure again.
 
 Candidates measured and not kept (Sapphire Rapids): the whole ViT in bf16 (10.6 ms against 11.9;
 norms in bf16), compiled static int8 (6.4 ms but 19 % grid error: calibrated activations clip).
@@ -225,7 +226,7 @@ def _read_choices(path: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as err:
-        log.warning("optimised vision: ignoring %s (%s); measuring again", path, err)
+        log.warning("optimised paths: ignoring %s (%s); measuring again", path, err)
         return {}
 
 
@@ -237,7 +238,7 @@ def _write_choices(path: Path, choices: dict) -> None:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(choices, indent=1, sort_keys=True))
     except OSError as err:  # a read-only home must not stop the stream
-        log.warning("optimised vision: could not remember the choice in %s (%s)", path, err)
+        log.warning("optimised paths: could not remember the choice in %s (%s)", path, err)
 
 
 def _weights_digest(vit: nn.Module) -> str:
@@ -408,10 +409,18 @@ class _Int8Failed(Exception):
     pass
 
 
+def _audio_key(gen) -> str:
+    """What decides which audio path is faster: the CPU, torch, and the shapes of the layers."""
+    shapes = " ".join(f"{layer.in_features}x{layer.out_features}" for _, _, layer in _audio_linears(gen))
+    return (f"audio | {_cpu()} | torch {torch.__version__} | {type(gen.vae).__name__} "
+            f"{hashlib.sha256(shapes.encode()).hexdigest()[:16]} | ")
+
+
 def _time_audio_paths(gen, use: Callable[[str], None], paths: tuple[str, ...],
-                      threads: tuple[int, ...]) -> dict[int, dict[str, float]]:
+                      threads: tuple[int, ...], rounds: int = TIMING_ROUNDS) -> dict[int, dict[str, float]]:
     """Per thread count, the median ms of one stream's audio step with each path's layers installed
-    by ``use``, over interleaved rounds.  Raises :class:`_Int8Failed` where the int8 layers cannot run."""
+    by ``use``, over ``rounds`` interleaved rounds (0: each path only run once, nothing timed).
+    Raises :class:`_Int8Failed` where the int8 layers cannot run."""
     token = torch.randn(gen.model.vision_in.in_features, generator=torch.Generator().manual_seed(0))
     before = torch.get_num_threads()
     ms: dict[int, dict[str, float]] = {}
@@ -432,14 +441,14 @@ def _time_audio_paths(gen, use: Callable[[str], None], paths: tuple[str, ...],
                         if path == "eager":
                             raise
                         raise _Int8Failed(err) from err  # the caller puts the eager layers back
-                for _ in range(TIMING_ROUNDS):
+                for _ in range(rounds):
                     for path in paths:
                         use(path)
                         t = time.perf_counter()
                         for _ in range(AUDIO_ROUNDS_STEPS):
                             step()
                         times[path].append((time.perf_counter() - t) * 1000.0 / AUDIO_ROUNDS_STEPS)
-                ms[n] = {path: round(statistics.median(ts), 2) for path, ts in times.items()}
+                ms[n] = {path: round(statistics.median(ts), 2) for path, ts in times.items() if ts}
     finally:
         torch.set_num_threads(before)
     return ms
@@ -451,9 +460,11 @@ def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | N
     (:class:`Int8Linear`) where they are faster here: one stream's audio step (the token's
     transformer step with CFG, the head, the VAE decode, the next latent fed) is timed both ways,
     interleaved, at each CPU thread count in ``threads`` (default: torch's current one), and int8
-    is kept only if it wins at every count.  ``keep`` (``"int8"`` or ``"eager"``) installs that
+    is kept only if it wins at every count.  What was measured is remembered in
+    :func:`choice_cache` (per CPU, torch version, the layers' shapes and count), so a later start
+    only checks that the remembered path runs.  ``keep`` (``"int8"`` or ``"eager"``) installs that
     path whatever the timing (tests).  Returns, and leaves in ``gen.audio_choice``, ``{"path",
-    "ms": {count: {"eager": ms, "int8": ms}}}``.  The generator cannot be saved afterwards."""
+    "ms": {count: {"eager": ms, "int8": ms}}, "cached"}``.  The generator cannot be saved afterwards."""
     if keep not in (None, "eager", "int8"):
         raise ValueError(f"unknown audio path {keep!r}; choose from eager, int8")
     if gen.device.type != "cpu":
@@ -462,6 +473,44 @@ def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | N
         raise LivefoleyError("the optimised audio path is for an fp32 model: leave out --dtype or --optimize")
     if gen.audio_choice is not None:
         return gen.audio_choice
+    layers = _audio_linears(gen)
+    eager = [layer for _, _, layer in layers]
+    with torch.no_grad():
+        paths = {"eager": eager, "int8": [Int8Linear(layer) for layer in eager]}
+
+    def use(path: str) -> None:
+        for (parent, name, _), layer in zip(layers, paths[path], strict=True):
+            setattr(parent, name, layer)
+
+    counts = threads or (torch.get_num_threads(),)
+    cache, key = choice_cache(), _audio_key(gen)
+    remembered = {} if keep else _read_choices(cache)
+    known = {n: c for n in counts if isinstance(c := remembered.get(key + str(n)), dict)
+             and c.get("path") in paths and isinstance(c.get("ms"), dict)}
+    ms: dict[int, dict[str, float]] = {}
+    cached = keep is None and len(known) == len(counts)
+    try:
+        if cached:
+            ms = {n: known[n]["ms"] for n in counts}
+            keep = "int8" if all(known[n]["path"] == "int8" for n in counts) else "eager"
+            if keep == "int8":
+                _time_audio_paths(gen, use, ("int8",), counts[:1], rounds=0)  # it still runs here
+        elif keep is None:
+            ms = _time_audio_paths(gen, use, tuple(paths), counts)
+            keep = "int8" if all(m["int8"] < m["eager"] for m in ms.values()) else "eager"
+            for n, m in ms.items():
+                remembered[key + str(n)] = {"path": "int8" if m["int8"] < m["eager"] else "eager", "ms": m}
+            _write_choices(cache, remembered)
+    except _Int8Failed as err:  # a torch without this CPU's int8 kernel: eager it is
+        log.warning("optimised audio path: the int8 layers failed here (%s); keeping the eager ones", err)
+        keep, ms, cached = "eager", {}, False
+    use(keep)
+    gen.audio_choice = {"path": keep, "ms": ms, "cached": cached}
+    log.info("optimised audio path: %s linear layers (%s)%s", keep,
+             "; ".join(f"{n} thread(s): eager {m['eager']:.1f}, int8 {m['int8']:.1f} ms a frame"
+                       for n, m in ms.items()) or "chosen, not measured",
+             f", as measured earlier on this CPU ({cache}; delete it to measure again)" if cached else "")
+    return gen.audio_choice
     layers = _audio_linears(gen)
     eager = [layer for _, _, layer in layers]
     with torch.no_grad():

@@ -108,7 +108,8 @@ def run_bench(config: BenchConfig, *, progress=None) -> dict:
             audio = optimize_audio(gen, counts) if gen.model.vision_in.weight.dtype == torch.float32 else None
             optimised = {"build_s": time.perf_counter() - t, "vision_build_s": built_s,
                          "vision": {str(n): c for n, c in sorted(backbone.fast_choice.items())},
-                         "audio": audio and {"path": audio["path"], "ms": {str(n): m for n, m in audio["ms"].items()}},
+                         "audio": audio and {"path": audio["path"], "ms": {str(n): m for n, m in audio["ms"].items()},
+                                             "cached": audio["cached"]},
                          **_path_error(eager_out, _stream_outputs(gen, frames[:ERROR_FRAMES], seed=config.seed))}
         for load in config.loads:
             # the thread count is chosen again under each condition: the step must stay real time on a
@@ -261,7 +262,8 @@ def format_table(report: dict) -> str:
         if audio:
             lines.append("  the audio path's linear layers, int8 where faster — " + audio["path"] + " (" + "; ".join(
                 f"{n} thread(s): eager {m['eager']:.1f}, int8 {m['int8']:.1f} ms a frame"
-                for n, m in audio["ms"].items()) + ")")
+                for n, m in audio["ms"].items()) + (", as measured by an earlier run on this CPU)" if audio["cached"]
+                                                     else ")"))
         lines.append(f"  {how} in {opt['vision_build_s']:.1f} s (with the audio path's timing {opt['build_s']:.1f} s); "
                      f"over {opt['frames']} frames its tokens differ from the eager ones by "
                      f"{100 * opt['token_rel_err_median']:.2f} % (median relative L2; max "

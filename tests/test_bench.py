@@ -181,7 +181,7 @@ def test_the_int8_audio_path_stays_within_stated_tolerance(tmp_path):
     from model.optimize import optimize_audio
 
     eager, fast = load_generator("default", device="cpu"), load_generator("default", device="cpu")
-    assert optimize_audio(fast, keep="int8") == {"path": "int8", "ms": {}} == fast.audio_choice
+    assert optimize_audio(fast, keep="int8") == {"path": "int8", "ms": {}, "cached": False} == fast.audio_choice
     before, after = _audio_layers(eager), _audio_layers(fast)
     assert len(before) == len(after) > 20
     assert all(type(m) is torch.nn.Linear for m in before) and all(type(m) is Int8Linear for m in after)
@@ -208,41 +208,76 @@ def test_the_int8_audio_path_stays_within_stated_tolerance(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_the_int8_audio_path_is_kept_only_where_it_measured_faster():
+def test_the_int8_audio_path_is_kept_only_where_it_measured_faster(monkeypatch, tmp_path):
     """The int8 products (aten._weight_int8pack_mm) win where the CPU waits for memory; elsewhere the
-    eager layers may be faster, so both are timed on a stream and the faster kept."""
-    from model.optimize import optimize_audio
+    eager layers may be faster, so both are timed on a stream and the faster kept.  The choice is
+    remembered: a later start on this CPU with layers of the same shapes times nothing, and runs the
+    remembered path (or the eager one, with a warning, where its int8 kernel no longer runs)."""
+    import model.optimize as optimize
 
+    monkeypatch.setenv("LIVEFOLEY_CACHE_DIR", str(tmp_path))  # nothing measured on this CPU yet
     gen = _perturbed("fp32")
     before = torch.get_num_threads()
     try:
-        choice = optimize_audio(gen, (1,))
+        choice = optimize.optimize_audio(gen, (1,))
     finally:
         torch.set_num_threads(before)
-    assert set(choice["ms"]) == {1} and set(choice["ms"][1]) == {"eager", "int8"}
+    assert set(choice["ms"]) == {1} and set(choice["ms"][1]) == {"eager", "int8"} and not choice["cached"]
     assert all(ms > 0 for ms in choice["ms"][1].values())
     assert choice["path"] == min(choice["ms"][1], key=choice["ms"][1].get)
     kinds = {type(m) for m in _audio_layers(gen)}
     assert kinds == ({Int8Linear} if choice["path"] == "int8" else {torch.nn.Linear})
-    assert optimize_audio(gen, (2,)) is choice  # once per loaded model
+    assert optimize.optimize_audio(gen, (2,)) is choice  # once per loaded model
     with pytest.raises(ValueError, match="unknown audio path"):
-        optimize_audio(_perturbed("fp32"), keep="fp8")
+        optimize.optimize_audio(_perturbed("fp32"), keep="fp8")
 
-
-def test_the_audio_path_stays_eager_where_the_int8_products_cannot_run(monkeypatch, caplog):
-    from model.optimize import optimize_audio
+    timed = optimize._time_audio_paths
+    monkeypatch.setattr(optimize, "_time_audio_paths", lambda *a, rounds=optimize.TIMING_ROUNDS, **k:
+                        pytest.fail("timed again") if rounds else timed(*a, rounds=rounds, **k))
+    for path in ("int8", "eager"):  # whatever this CPU chose, a remembered choice is used as it is
+        remembered = json.loads((tmp_path / "optimize.json").read_text())
+        (key,) = [k for k in remembered if k.startswith("audio | ")]
+        remembered[key]["path"] = path
+        (tmp_path / "optimize.json").write_text(json.dumps(remembered))
+        again = _perturbed("fp32")
+        assert optimize.optimize_audio(again, (1,)) == {"path": path, "ms": choice["ms"], "cached": True}
+        assert {type(m) for m in _audio_layers(again)} == ({Int8Linear} if path == "int8" else {torch.nn.Linear})
+    monkeypatch.setattr(optimize, "_time_audio_paths", timed)
+    (tmp_path / "optimize.json").write_text(json.dumps(remembered | {key: {**remembered[key], "path": "int8"}}))
 
     def unsupported(self, x):
         raise RuntimeError("no int8 kernel for this CPU")
 
     monkeypatch.setattr(Int8Linear, "forward", unsupported)
+    broken = _perturbed("fp32")
+    assert optimize.optimize_audio(broken, (1,)) == {"path": "eager", "ms": {}, "cached": False}
+    assert {type(m) for m in _audio_layers(broken)} == {torch.nn.Linear}
+
+
+def test_the_audio_paths_choice_is_remembered_per_layer_shapes():
+    from model.optimize import _audio_key
+
+    tiny, default = load_generator("tiny", device="cpu"), load_generator("default", device="cpu")
+    assert _audio_key(tiny) == _audio_key(_perturbed("fp32"))  # other weights, the same timing
+    assert _audio_key(tiny) != _audio_key(default)
+
+
+def test_the_audio_path_stays_eager_where_the_int8_products_cannot_run(monkeypatch, caplog, tmp_path):
+    from model.optimize import optimize_audio
+
+    def unsupported(self, x):
+        raise RuntimeError("no int8 kernel for this CPU")
+
+    monkeypatch.setenv("LIVEFOLEY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(Int8Linear, "forward", unsupported)
     gen = _perturbed("fp32")
     with caplog.at_level("WARNING", logger="model.optimize"):
-        assert optimize_audio(gen, (1,)) == {"path": "eager", "ms": {}}
+        assert optimize_audio(gen, (1,)) == {"path": "eager", "ms": {}, "cached": False}
     assert "the int8 layers failed here (no int8 kernel for this CPU)" in caplog.text
     assert {type(m) for m in _audio_layers(gen)} == {torch.nn.Linear}
     with gen.stream(seed=0) as session:  # and the stream runs
         assert np.isfinite(session.step(frames(1)[0])).all()
+    assert not (tmp_path / "optimize.json").exists()  # nothing measured, nothing remembered
 
 
 def test_the_compiled_vision_is_kept_and_loaded_instead_of_compiled_again(tmp_path):

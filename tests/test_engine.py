@@ -810,8 +810,8 @@ def test_optimize_builds_the_vision_for_the_engines_thread_counts(tmp_path, monk
     """`live --optimize`: before the first sound the engine gives DINOv2 the fastest compiled graph
     for every thread count vision runs with (all N on the worker, ⌊N/2⌋ on the vision thread), or
     keeps the eager path for a count where none beats it, and times the int8 audio path at the
-    worker's counts; the next start (a new process loads the model afresh) loads what was chosen
-    and compiles nothing."""
+    worker's counts; the next start (a new process loads the model afresh) loads what was chosen,
+    compiles nothing and times nothing."""
     import model.optimize
     from model.generator import load_generator
 
@@ -837,5 +837,6 @@ def test_optimize_builds_the_vision_for_the_engines_thread_counts(tmp_path, monk
         assert set(backbone.fast_features or {}) == {n for n, c in backbone.fast_choice.items() if c["path"] != "eager"}
         # the audio path's layers timed at the worker's counts (all 2 threads waiting, 1 pipelined)
         assert set(gen.audio_choice["ms"]) == {1, 2} and gen.audio_choice["path"] in ("eager", "int8")
+        assert gen.audio_choice["cached"] == (start == "later")  # remembered, not timed again
         st = engine.stats()
         assert st["end_reason"] == "duration reached" and st["chunks"] == CONTRACT.fps

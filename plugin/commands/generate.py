@@ -42,9 +42,10 @@ the window as given.
 Speed: decoding and the vision encoder (batches of --batch-size frames, one batch per core at
 once) run on their own threads, ahead of the transformer, diffusion head and VAE, which go frame
 by frame as live.  --optimize gives that frame-by-frame part int8 linear layers where they measure
-faster on this CPU (~3 s of timing first; on a 2-core AMD EPYC 2 min of 720p with `tiny` went from
-1.73x to 1.86x real time; the sound within ~1 % of the eager path's).  A progress bar
-(on stderr) shows frames, speed as a multiple of real time and the time left.
+faster on this CPU (~3 s of timing the first time, then remembered; latents within ~1 %).  On a
+2-core AMD EPYC, 2 minutes of 720p: `tiny` 1.9x real time, the default model 1.7x (1.85x with
+--optimize).  A progress bar (on stderr) shows frames, speed as a multiple of real time and the
+time left.
 
 Exit status: 0 when every input worked, else the number of inputs that failed (at most 125);
 2 for a usage error (bad option, unknown model).
@@ -85,7 +86,8 @@ def register(subparsers) -> None:
                    help="frames per vision-encoder batch (default 32)")
     g.add_argument("--optimize", action="store_true",
                    help="the transformer, diffusion head and VAE decoder with int8 linear layers where that "
-                        "measures faster here (CPU only; ~3 s of timing at the start; latents within ~1 %%)")
+                        "measures faster here (CPU only; ~3 s of timing the first time on a CPU, then remembered in "
+                        "~/.cache/livefoley/optimize.json; latents within ~1 %%)")
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default 1: the per-frame loop does not gain from more, and "
                         "decoding uses another core)")

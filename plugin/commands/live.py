@@ -76,7 +76,8 @@ def register(subparsers) -> None:
                         "before the first sound (~70 s on two cores); the choice and the winner's compiled "
                         "library are kept (~/.cache/livefoley: optimize.json, vision/), so later starts load "
                         "it in under a second. Also gives the audio path (transformer, head, VAE decoder) int8 "
-                        "linear layers where they measure faster here (~3 s of timing at each start; latents "
+                        "linear layers where they measure faster here (~3 s of timing the first time, remembered "
+                        "beside the vision's; latents "
                         "within ~1 %%)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
     p.add_argument("--blocksize", type=int, default=400, metavar="SAMPLES",

@@ -22,9 +22,9 @@ where no graph beats it keeps the eager path):
 What was measured is remembered (``optimize.json`` in ``$LIVEFOLEY_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/livefoley`` or ``~/.cache/livefoley``), per CPU, torch version, backbone, input size,
 candidate set and thread count, and the winners' libraries are kept beside it (``vision/``, 45–90 MB
-each, per weights too): a later start loads them (~0.1 s) instead of measuring and compiling.  The
-audio path's choice is remembered there too (per CPU, torch version, the layers' shapes and thread
-count).  Delete the folder to measure again.
+each, per weights too; trimmed to 1 GiB, the least recently used first): a later start loads them
+(~0.1 s) instead of measuring and compiling.  The audio path's choice is remembered there too (per
+CPU, torch version, the layers' shapes and thread count).  Delete the folder to measure again.
 
 Candidates measured and not kept (Sapphire Rapids): the whole ViT in bf16 (10.6 ms against 11.9;
 norms in bf16), compiled static int8 (6.4 ms but 19 % grid error: calibrated activations clip).
@@ -39,6 +39,7 @@ weights (a quarter of the bytes) — ``default`` on an AMD EPYC, 2 threads: 16.1
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 PATHS = ("int8", "bf16")  # the compiled candidates, besides the eager forward
 GRAPH_VERSION = 2  # in every kept package's key: raise it when what is compiled changes
+KEPT_LIBRARIES_BYTES = 2**30  # vision/ is trimmed to this, the least recently used libraries first
 TIMING_ROUNDS = 15  # interleaved runs of every candidate; the median decides
 
 
@@ -130,6 +132,41 @@ def _intact(path: Path) -> bool:
         return hashlib.sha256(path.read_bytes()).hexdigest() == _digest_path(path).read_text().strip()
     except OSError:
         return False
+
+
+def _prune(folder: Path, keep: set[Path], limit: int | None = None) -> list[Path]:
+    """Remove the least recently used kept libraries (by modification time: written or loaded), each
+    with its digest, until ``folder`` holds at most ``limit`` bytes (default
+    :data:`KEPT_LIBRARIES_BYTES`) of them; those in ``keep`` (this process's) stay whatever their
+    size.  Libraries of another torch, CPU or weights are never loaded again, so without this the
+    folder would only grow.  Returns what was removed."""
+    limit = KEPT_LIBRARIES_BYTES if limit is None else limit
+    kept = []
+    for path in folder.glob("*.so"):
+        try:
+            st = path.stat()
+        except OSError:  # removed meanwhile
+            continue
+        kept.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in kept)
+    removed = []
+    for _, size, path in sorted(kept):
+        if total <= limit:
+            break
+        if path in keep:
+            continue
+        try:
+            path.unlink(missing_ok=True)  # a process that has it loaded keeps its mapping
+            _digest_path(path).unlink(missing_ok=True)
+        except OSError as err:
+            log.warning("optimised vision: could not remove the old library %s (%s)", path, err)
+            continue
+        total -= size
+        removed.append(path)
+    if removed:
+        log.info("optimised vision: removed %d compiled librar%s not used lately, to keep %s under %.1f GB",
+                 len(removed), "y" if len(removed) == 1 else "ies", folder, limit / 1e9)
+    return removed
 
 
 class _Compiled:
@@ -313,7 +350,10 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
             try:
                 if not _intact(path):
                     raise LivefoleyError("it is not the library that was written (damaged, or its digest is gone)")
-                return _Compiled(path)
+                compiled = _Compiled(path)
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # used now: the last to be pruned (_prune)
+                return compiled
             except Exception as err:  # noqa: BLE001 - a damaged package is compiled again
                 log.warning("optimised vision: cannot load %s (%s); compiling it again", path, err)
         if module(name) is None:
@@ -363,6 +403,7 @@ def optimize_vision(backbone, threads: tuple[int, ...] | None = None, *,
             torch.set_num_threads(before)
     if not keep and any(not choices[n]["cached"] for n in counts):
         _write_choices(cache, remembered)
+    _prune(cache.parent / "vision", {g.path for g in graphs.values() if isinstance(g, _Compiled)})
     backbone.fast_features = graphs
     backbone.fast_choice = choices
     return time.perf_counter() - start

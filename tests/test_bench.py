@@ -280,35 +280,67 @@ def test_the_audio_path_stays_eager_where_the_int8_products_cannot_run(monkeypat
     assert not (tmp_path / "optimize.json").exists()  # nothing measured, nothing remembered
 
 
+def test_kept_libraries_are_trimmed_least_recently_used_first(tmp_path):
+    import os
+    import time
+
+    from model.optimize import _prune
+
+    now = time.time()
+    libs = {}
+    for age, name in enumerate("abcde"):  # a: used just now … e: four days ago
+        libs[name] = tmp_path / f"bf16-1-{name}.so"
+        libs[name].write_bytes(b"\0" * 1000)
+        libs[name].with_name(libs[name].name + ".sha256").write_text("0" * 64)
+        os.utime(libs[name], (now - age * 86400,) * 2)
+    assert _prune(tmp_path, set(), limit=5000) == []  # within the limit: nothing goes
+    # 2 500 bytes allowed: the three oldest go, except e, in use by this process
+    assert _prune(tmp_path, {libs["e"]}, limit=2500) == [libs["d"], libs["c"], libs["b"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16-1-a.so", "bf16-1-a.so.sha256",
+                                                          "bf16-1-e.so", "bf16-1-e.so.sha256"]
+
+
 def test_the_compiled_vision_is_kept_and_loaded_instead_of_compiled_again(tmp_path):
     """The winner's AOTInductor package is kept in the cache folder: a later start with the same CPU,
     torch, weights and thread count loads it and compiles nothing; other weights get a package of
-    their own; a damaged package is compiled again (with a warning), never fatal."""
+    their own; a damaged package is compiled again (with a warning), never fatal; a folder over its
+    size limit loses its least recently used libraries, never one in use."""
     package = in_fresh_process(_check_the_package_is_kept, str(tmp_path / "cache"))
     in_fresh_process(_check_a_damaged_package_is_compiled_again, str(tmp_path / "cache"), package)
 
 
 def _check_the_package_is_kept(cache_dir: str) -> str:
     import os
+    import time
 
     import model.optimize as optimize
 
     os.environ["LIVEFOLEY_CACHE_DIR"] = cache_dir
     folder = Path(cache_dir) / "vision"
+    folder.mkdir(parents=True)
+    stale = folder / "bf16-1-0123456789abcdef0123.so"  # another torch's, not used for a year
+    stale.write_bytes(b"\0" * 4096)
+    (folder / (stale.name + ".sha256")).write_text("0" * 64)
+    os.utime(stale, (time.time() - 365 * 86400,) * 2)
     clip = frames(2)
     before = torch.get_num_threads()
+    limit, optimize.KEPT_LIBRARIES_BYTES = optimize.KEPT_LIBRARIES_BYTES, 1  # the folder over its limit
     try:
         first = _perturbed("bf16").model.tokenizer.backbone
         optimize.optimize_vision(first, (1,), paths=("bf16",), keep="bf16")
-        (package,) = folder.glob("bf16-1-*.so")
+        optimize.KEPT_LIBRARIES_BYTES = limit
+        (package,) = folder.glob("bf16-1-*.so")  # the stale one pruned, the one in use kept
+        assert package != stale and sorted(folder.iterdir()) == [package, package.with_name(package.name + ".sha256")]
         with torch.inference_mode():
             want = torch.cat([first(first.preprocess([f])) for f in clip])
+        os.utime(package, (time.time() - 86400,) * 2)
 
         compile_package = optimize._package
         optimize._package = lambda *a, **k: pytest.fail("compiled although the package was kept")
         again = _perturbed("bf16").model.tokenizer.backbone
         optimize.optimize_vision(again, (1,), paths=("bf16",), keep="bf16")
         optimize._package = compile_package
+        assert time.time() - package.stat().st_mtime < 600  # loaded: used lately, the last to be pruned
         with torch.inference_mode():
             torch.testing.assert_close(torch.cat([again(again.preprocess([f])) for f in clip]), want, atol=0, rtol=0)
 

@@ -68,8 +68,9 @@ def _as_rgb(frame) -> np.ndarray:
 
 def _ordered_map(fn, items: Iterable, workers: int) -> Iterator:
     """``map(fn, items)`` with up to ``workers`` calls running at once on threads of their own (for
-    work that releases the interpreter lock, such as torch's kernels); results in order, and no more
-    than ``workers`` items taken ahead.  One worker: a plain ``map`` in the calling thread."""
+    work that releases the interpreter lock, such as torch's kernels); results in order, each as soon
+    as it and those before it are done, and no more than ``workers`` items taken ahead.  One worker:
+    a plain ``map`` in the calling thread.  Closed early, it waits for no running call."""
     if workers == 1:
         yield from map(fn, items)
         return
@@ -77,17 +78,16 @@ def _ordered_map(fn, items: Iterable, workers: int) -> Iterator:
     from collections import deque
 
     pending: deque = deque()
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livefoley-vision") as pool:
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) == workers:
-                    yield pending.popleft().result()
-            while pending:
+    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livefoley-vision-batch")
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            while pending and (len(pending) == workers or pending[0].done()):
                 yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Clock:

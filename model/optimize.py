@@ -143,6 +143,8 @@ def _prune(folder: Path, keep: set[Path], limit: int | None = None) -> list[Path
     limit = KEPT_LIBRARIES_BYTES if limit is None else limit
     kept = []
     for path in folder.glob("*.so"):
+        if path.name.startswith("."):  # a library being written (audio.files.atomic_path)
+            continue
         try:
             st = path.stat()
         except OSError:  # removed meanwhile
@@ -435,6 +437,7 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+AUDIO_VERSION = "int8-1"  # the int8 layers and the timed step; change it when they change
 AUDIO_ROUNDS_STEPS = 4  # audio steps per timed round (each round times both paths, interleaved)
 
 
@@ -454,7 +457,7 @@ def _audio_key(gen) -> str:
     """What decides which audio path is faster: the CPU, torch, and the shapes of the layers."""
     shapes = " ".join(f"{layer.in_features}x{layer.out_features}" for _, _, layer in _audio_linears(gen))
     return (f"audio | {_cpu()} | torch {torch.__version__} | {type(gen.vae).__name__} "
-            f"{hashlib.sha256(shapes.encode()).hexdigest()[:16]} | ")
+            f"{hashlib.sha256(shapes.encode()).hexdigest()[:16]} | {AUDIO_VERSION} | ")
 
 
 def _time_audio_paths(gen, use: Callable[[str], None], paths: tuple[str, ...],
@@ -527,7 +530,8 @@ def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | N
     cache, key = choice_cache(), _audio_key(gen)
     remembered = {} if keep else _read_choices(cache)
     known = {n: c for n in counts if isinstance(c := remembered.get(key + str(n)), dict)
-             and c.get("path") in paths and isinstance(c.get("ms"), dict)}
+             and c.get("path") in paths and isinstance(c.get("ms"), dict)
+             and all(isinstance(c["ms"].get(p), (int, float)) for p in paths)}  # else: measured again
     ms: dict[int, dict[str, float]] = {}
     cached = keep is None and len(known) == len(counts)
     try:
@@ -551,27 +555,4 @@ def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | N
              "; ".join(f"{n} thread(s): eager {m['eager']:.1f}, int8 {m['int8']:.1f} ms a frame"
                        for n, m in ms.items()) or "chosen, not measured",
              f", as measured earlier on this CPU ({cache}; delete it to measure again)" if cached else "")
-    return gen.audio_choice
-    layers = _audio_linears(gen)
-    eager = [layer for _, _, layer in layers]
-    with torch.no_grad():
-        paths = {"eager": eager, "int8": [Int8Linear(layer) for layer in eager]}
-
-    def use(path: str) -> None:
-        for (parent, name, _), layer in zip(layers, paths[path], strict=True):
-            setattr(parent, name, layer)
-
-    ms: dict[int, dict[str, float]] = {}
-    if keep is None:
-        try:
-            ms = _time_audio_paths(gen, use, tuple(paths), threads or (torch.get_num_threads(),))
-            keep = "int8" if all(m["int8"] < m["eager"] for m in ms.values()) else "eager"
-        except _Int8Failed as err:  # a torch without this CPU's int8 kernel: eager it is
-            log.warning("optimised audio path: the int8 layers failed here (%s); keeping the eager ones", err)
-            keep = "eager"
-    use(keep)
-    gen.audio_choice = {"path": keep, "ms": ms}
-    log.info("optimised audio path: %s linear layers (%s)", keep,
-             "; ".join(f"{n} thread(s): eager {m['eager']:.1f}, int8 {m['int8']:.1f} ms a frame"
-                       for n, m in ms.items()) or "chosen, not measured")
     return gen.audio_choice

@@ -461,9 +461,14 @@ def generate_file(gen, src: Path, dst: Path, config: GenerateConfig, *,
         if elapsed > 0:
             bar.set_postfix_str(f"{done / CONTRACT.fps / elapsed:.2f}× real time", refresh=False)
 
-    # single-threaded batches on every core: the backbone keeps both cores busy while the loop waits
-    # for the interpreter, and no thread spins waiting for another (audio.measure.choose_threads)
-    workers = len(usable_cores()) if gen.device.type == "cpu" else 1
+    # a batch in flight per torch's thread count of cores (one per core by default): the backbone keeps
+    # every core busy while the loop waits for the interpreter, and no more threads than cores spin
+    # waiting for each other (audio.measure.choose_threads); at most 8 batches' activations at once
+    workers = 1
+    if gen.device.type == "cpu":
+        import torch
+
+        workers = max(1, min(8, len(usable_cores()) // torch.get_num_threads()))
     try:
         audio, busy = generate_pipelined(gen, frames, seed=config.seed, nfe=config.nfe, guidance=config.guidance,
                                          batch_size=config.batch_size, vision_workers=workers, progress=progress)

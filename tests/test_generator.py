@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_generate_equals_streaming_for_the_same_seed(tiny):
     assert np.abs(other_seed - offline).max() > 1e-3
 
 
-def test_tokenize_with_batches_in_flight_on_several_threads_gives_the_same_tokens(tiny):
+def test_tokenize_with_batches_in_flight_on_several_threads_gives_the_same_tokens(tiny, monkeypatch):
     """``workers`` > 1 (``generate`` runs one batch per core): the same tokens, in order, bit for bit
     (each batch is the same computation, only on another thread), with vision/N too; an error in the
     frames reaches the caller."""
@@ -84,6 +85,29 @@ def test_tokenize_with_batches_in_flight_on_several_threads_gives_the_same_token
         list(tiny.tokenize(broken, batch_size=4, workers=3))
     with pytest.raises(ValueError, match="workers"):
         next(tiny.tokenize(clip, workers=0))
+
+    plain = torch.cat(list(tiny.tokenize(clip, batch_size=4)))
+    tok = tiny.model.tokenizer
+    grids, calls = tok.grids, []
+
+    def failing(batch, **kw):  # the third batch fails on its worker thread
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise RuntimeError("out of memory in the backbone")
+        return grids(batch, **kw)
+
+    monkeypatch.setattr(tok, "grids", failing)
+    blocks = tiny.tokenize(clip, batch_size=4, workers=3)
+    assert torch.equal(next(blocks), plain[:4]) and torch.equal(next(blocks), plain[4:8])
+    with pytest.raises(RuntimeError, match="out of memory in the backbone"):
+        next(blocks)
+    calls.clear()
+    early = tiny.tokenize(clip, batch_size=4, workers=3)
+    next(early)
+    early.close()  # the consumer stops: no batch is started after it
+    started = len(calls)
+    time.sleep(0.2)
+    assert started <= 3 and len(calls) == started
 
 
 def test_feeding_the_last_latent_early_changes_nothing(tiny):

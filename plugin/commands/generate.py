@@ -89,8 +89,9 @@ def register(subparsers) -> None:
                         "measures faster here (CPU only; ~3 s of timing the first time on a CPU, then remembered in "
                         "~/.cache/livefoley/optimize.json; latents within ~1 %%)")
     g.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch CPU threads (default 1: the per-frame loop does not gain from more, and "
-                        "decoding uses another core)")
+                   help="torch CPU threads of each computation (default 1: the per-frame loop gains little "
+                        "from more; decoding and the vision batches, one per core, use the other cores; with N "
+                        "the vision runs one batch per N cores)")
     s = p.add_argument_group("what to write")
     s.add_argument("--start", type=float, default=0.0, metavar="SEC", help="begin this far into each video")
     s.add_argument("--duration", type=float, default=None, metavar="SEC",

@@ -43,9 +43,9 @@ Speed: decoding and the vision encoder (batches of --batch-size frames, one batc
 once) run on their own threads, ahead of the transformer, diffusion head and VAE, which go frame
 by frame as live.  --optimize gives that frame-by-frame part int8 linear layers where they measure
 faster on this CPU (~3 s of timing the first time, then remembered; latents within ~1 %).  On a
-2-core AMD EPYC, 2 minutes of 720p: `tiny` 1.9-2.0x real time (2.2x with --optimize), the
-default model 1.7x (1.85-2.1x with --optimize).  A progress bar (on stderr) shows frames, speed as a multiple of real time and the
-time left.
+2-core AMD EPYC, 2 minutes of 720p: `tiny` 1.9-2.0x real time (2.2x with --optimize), the default
+model 1.7x (1.85-2.1x with --optimize).  A progress bar (on stderr) shows frames, speed as a
+multiple of real time and the time left.
 
 Exit status: 0 when every input worked, else the number of inputs that failed (at most 125);
 2 for a usage error (bad option, unknown model).

@@ -535,17 +535,16 @@ def optimize_audio(gen, threads: tuple[int, ...] | None = None, *, keep: str | N
     ms: dict[int, dict[str, float]] = {}
     cached = keep is None and len(known) == len(counts)
     try:
-        if cached:
+        if keep is None and not cached:
+            known = {n: {"path": "int8" if m["int8"] < m["eager"] else "eager", "ms": m}
+                     for n, m in _time_audio_paths(gen, use, tuple(paths), counts).items()}
+            remembered.update({key + str(n): c for n, c in known.items()})
+            _write_choices(cache, remembered)
+        if keep is None:
             ms = {n: known[n]["ms"] for n in counts}
             keep = "int8" if all(known[n]["path"] == "int8" for n in counts) else "eager"
-            if keep == "int8":
+            if cached and keep == "int8":
                 _time_audio_paths(gen, use, ("int8",), counts[:1], rounds=0)  # it still runs here
-        elif keep is None:
-            ms = _time_audio_paths(gen, use, tuple(paths), counts)
-            keep = "int8" if all(m["int8"] < m["eager"] for m in ms.values()) else "eager"
-            for n, m in ms.items():
-                remembered[key + str(n)] = {"path": "int8" if m["int8"] < m["eager"] else "eager", "ms": m}
-            _write_choices(cache, remembered)
     except _Int8Failed as err:  # a torch without this CPU's int8 kernel: eager it is
         log.warning("optimised audio path: the int8 layers failed here (%s); keeping the eager ones", err)
         keep, ms, cached = "eager", {}, False

@@ -135,6 +135,9 @@ def test_a_ledger_that_kept_only_the_last_chunks_is_matched_to_the_end_of_the_re
     assert out["heard_minus_ledger_ms"]["max"] == pytest.approx(7.0, abs=0.05)
 
 
+SECONDS = 20  # of pictures: 34 events (10 s had 14: the correlation ranged 0.30–0.78 with the host's speed)
+
+
 def _measure_default_model(display: str, monitor: str, pulse_env: dict, work) -> dict:
     from model.generator import load_generator
     from plugin.live.config import PolicyConfig
@@ -146,7 +149,7 @@ def _measure_default_model(display: str, monitor: str, pulse_env: dict, work) ->
     # every N-th frame cost most of the sync (docs/live-engine.md: F1 0.85 → 0.53 every 2nd frame)
     names = [r.name for r in build_ladder(nfe=gen.nfe, guidance=gen.guidance, valid_nfe=gen.valid_nfe)]
     rung = names.index("no-wait")
-    return measure(gen, display=display, monitor=monitor, pulse_env=pulse_env, seed=100, seconds=10, threads=2,
+    return measure(gen, display=display, monitor=monitor, pulse_env=pulse_env, seed=100, seconds=SECONDS, threads=2,
                    settle_s=2.0, work=work, policy=PolicyConfig(start_rung=rung, max_rung=rung, auto_start=False))
 
 
@@ -162,12 +165,14 @@ def test_outside_measurement_of_the_default_model_on_xvfb_and_pulseaudio(xvfb, p
     print(f"\noutside: {out}\nengine rungs {st['policy']['seconds_at']} underruns {st['underruns']}")
     assert st["error"] is None and out["events"] > 5
     assert out["chunks_located"] >= 0.9 * out["chunks"]
-    assert out["chunks_compared"] >= 0.9 * 10 * CONTRACT.fps * 0.9  # the pictures' 10 s, start-up aside
+    assert out["chunks_compared"] >= 0.9 * SECONDS * CONTRACT.fps * 0.9  # the pictures' seconds, start-up aside
     assert abs(out["heard_minus_ledger_ms"]["p50"]) <= 10.0
     # glass-to-ear outside = ledger + (heard − ledger) + capture wait; the wait is under a frame
     # for a grab that keeps up (the picture player runs at 29.97 fps against the 30-fps grabs)
     assert 0 <= out["capture_wait_ms"]["p50"] <= 1000 / CONTRACT.fps + 5
     assert out["glass_to_ear_outside_ms"]["p50"] > out["glass_to_ear_ledger_ms"]["p50"] - 10
     # the sound follows the pictures: onsets line up with the picture changes, and after them
-    assert out["picture_to_onset_correlation"] >= 0.3
+    # (against the chance level of the same recording: the pictures' sound moved by whole seconds,
+    # 0.17–0.24 here; the onsets follow the pictures at 0.31–0.73 depending on the host's speed)
+    assert out["picture_to_onset_correlation"] >= max(0.25, out["picture_to_onset_chance"] + 0.1)
     assert 0 < out["picture_to_onset_ms"] < 1000

@@ -354,10 +354,17 @@ def report(*, shown: np.ndarray, t0: float, monitor: np.ndarray, recorded: np.nd
                 timeline[:, at:at + hop] = reference[:, i * hop:(i + 1) * hop]
         first = int(round((heard[keep][0] - t0) * sr))  # from the first compared chunk on
         cfg = MetricsConfig(av_max_lag_s=max(DEFAULT_CONFIG.av_max_lag_s, 1.0))
-        lag, corr = av_offset(onset_novelty(monitor[first:].T.copy(), cfg), onset_novelty(timeline[:, first:], cfg),
-                              cfg)
+        heard_nov, pictures_nov = onset_novelty(monitor[first:].T.copy(), cfg), onset_novelty(timeline[:, first:], cfg)
+        lag, corr = av_offset(heard_nov, pictures_nov, cfg)
         out["picture_to_onset_ms"] = None if lag is None else round(lag, 1)
         out["picture_to_onset_correlation"] = None if corr is None else round(corr, 3)
+        # chance: the same peak search against the pictures' sound moved by whole seconds (well past
+        # the ±1 s searched), the correlation a sound that ignored the pictures' timing would reach
+        n = min(len(heard_nov), len(pictures_nov))
+        moved = [av_offset(heard_nov[:n], np.roll(pictures_nov[:n], int(s * cfg.onset_rate)), cfg)[1]
+                 for s in range(2, int(n / cfg.onset_rate) - 1)]
+        moved = [c for c in moved if c is not None]
+        out["picture_to_onset_chance"] = round(max(moved), 3) if moved else None
     return out
 
 

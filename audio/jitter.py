@@ -13,7 +13,9 @@ looked at: a hop above the aim (cushion + half a block) books a surplus (slow cl
 capture and sound card, a shifted write phase); with ``cut`` on, a smaller surplus (over one block)
 is taken out of the next chunk itself (:func:`shorten`: up to half a hop, joined by a crossfade, and
 never below the cushion at the window's lowest level) — a rung that writes earlier in the frame
-keeps its sound no later than it needs to be.  A ring running dry at the writes (median of the last
+keeps its sound no later than it needs to be.  Before the writes move *later* in the frame (a
+pipelined rung gives way to one that waits for vision), :meth:`RingLedger.top_up` says how much
+to write ahead so the first late writes still find the cushion.  A ring running dry at the writes (median of the last
 8 under half a block: the device plays faster than the frames come) books a deficit at once.
 
 The decisions are pure (numbers in, an :class:`Action` or a count out): the engine feeds what the
@@ -28,6 +30,9 @@ import enum
 from dataclasses import dataclass
 
 import numpy as np
+
+FADE = 240
+"""Samples (5 ms) over which :func:`shorten` crossfades."""
 
 
 class Action(enum.Enum):
@@ -97,6 +102,22 @@ class RingLedger:
         n, self._cut_next = self._cut_next, 0
         return n
 
+    def top_up(self, later: int) -> int:
+        """Samples to write now, before the writes move ``later`` samples later in their slot (a
+        pipelined rung gives way to one that waits for vision: each chunk then comes after the
+        encode): enough that the lowest of the last 8 writes, moved that much later, still finds
+        the cushion ahead — 0 when the ring holds that already, never more than a hop, never less
+        than :data:`FADE` (an extra chunk is cut to length by :func:`shorten`).  Without it the
+        first slots of the slower phase ran the ring dry (measured: every underrun after start-up of
+        a 5-minute run came 2–4 slots after such a step)."""
+        t = self.target
+        if later <= 0 or not self._levels:
+            return 0
+        n = t.cushion + later - min(list(self._levels)[-8:])
+        if n < t.blocksize // 2:
+            return 0
+        return int(min(max(n, FADE), t.hop))
+
     def after_write(self, level: int) -> Action:
         """``level``: the samples queued ahead of the chunk just written, measured at hand-over."""
         t, hop = self.target, self.target.hop
@@ -141,7 +162,7 @@ class RingLedger:
         return Action.NOTHING
 
 
-def shorten(chunk: np.ndarray, n: int, *, fade: int = 240) -> np.ndarray:
+def shorten(chunk: np.ndarray, n: int, *, fade: int = FADE) -> np.ndarray:
     """``chunk`` (channels, samples) with ``n`` samples taken out of its middle, the two sides joined
     by a raised-cosine crossfade over ``fade`` samples (5 ms at 48 kHz): no gap, no click."""
     length = chunk.shape[-1]

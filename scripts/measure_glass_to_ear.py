@@ -101,8 +101,8 @@ def main() -> int:
                             **({} if args.cushion_ms is None else {"cushion_ms": args.cushion_ms}))
             st = r.pop("stats")
             r["engine"] = {k: st.get(k) for k in ("chunks", "underruns", "underruns_after_startup", "fill_ins",
-                                                  "skipped_slots", "glass_to_ear_ms", "compute_ms", "vision_ms",
-                                                  "audio_path_ms", "device_queue_ms", "token_age_frames",
+                                                  "top_ups", "skipped_slots", "glass_to_ear_ms", "compute_ms",
+                                                  "vision_ms", "audio_path_ms", "device_queue_ms", "token_age_frames",
                                                   "device_latency_ms", "policy")}
             results[load] = r
             print(json.dumps({k: v for k, v in r.items() if k != "engine"}, indent=1), flush=True)

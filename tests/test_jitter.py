@@ -23,17 +23,21 @@ class Run:
     fill_ins: int = 0
     trims: int = 0
     cut: int = 0  # samples taken out of chunks
+    topped_up: int = 0  # samples written ahead before the writes moved later
 
     @property
     def lv(self) -> np.ndarray:
         return np.asarray(self.levels)
 
 
-def simulate(arrivals, *, drift: float = 0.0, fill_in: bool = True, cut: bool = False) -> Run:
+def simulate(arrivals, *, drift: float = 0.0, fill_in: bool = True, cut: bool = False,
+             top_up: dict[int, int] | None = None) -> Run:
     """A sound card pulling ``BLOCK`` samples every ``BLOCK / (SR·(1 + drift))`` s (``drift`` > 0:
     it plays faster than the frames come) from a ring that the engine's slot loop feeds: per frame
-    ``(index, arrival time)``, account → trim or write a hop → maybe a fill-in.  The ring starts
-    with ``CUSHION`` samples of silence and the device with the first chunk, as the engine does."""
+    ``(index, arrival time)``, account → trim or write a hop → maybe a fill-in → after the slots in
+    ``top_up`` (index: samples the writes are about to move later), what :meth:`RingLedger.top_up`
+    says.  The ring starts with ``CUSHION`` samples of silence and the device with the first chunk,
+    as the engine does."""
     ring = RingLedger(LevelTarget(cushion=CUSHION, hop=HOP, blocksize=BLOCK, drift_window=60), fill_in=fill_in,
                       cut=cut)
     run, level, period = Run(), CUSHION, BLOCK / (SR * (1 + drift))
@@ -64,6 +68,10 @@ def simulate(arrivals, *, drift: float = 0.0, fill_in: bool = True, cut: bool = 
         if action is Action.FILL_IN:
             level += HOP
             run.fill_ins += 1
+        if top_up and index in top_up:
+            n = ring.top_up(top_up[index])
+            level += n
+            run.topped_up += n
     return run
 
 
@@ -117,6 +125,37 @@ def test_a_write_phase_moved_earlier_is_cut_out_within_seconds() -> None:
     assert np.median(plain.lv[600:]) - np.median(plain.lv[:300]) >= shift - BLOCK  # stays high
     assert 0.5 * shift <= cut.cut <= shift + BLOCK
     assert np.median(cut.lv[600:]) - np.median(cut.lv[:300]) <= BLOCK  # back near the aim in 10 s
+
+
+@pytest.mark.parametrize("later_ms", [25, 30])  # more than the 20-ms cushion
+def test_a_write_phase_moved_later_is_written_ahead_and_does_not_run_dry(later_ms: int) -> None:
+    """From slot 300 each chunk is written later in its frame (a pipelined rung gave way to one that
+    waits for vision: the chunk comes after the encode).  Unprepared, the ring runs dry there (an
+    underrun, the device's silence); topped up after slot 299 by what ``top_up`` says, it does not,
+    and the level after the move is back at the aim (no lasting lag)."""
+    later = later_ms * SR // 1000
+    arrivals = [(k, k / 30 + (later / SR if k >= 300 else 0.0)) for k in range(900)]
+    plain = simulate(arrivals, cut=True)
+    assert plain.silence > 0 and min(plain.underrun_times) > 299 / 30
+    topped = simulate(arrivals, cut=True, top_up={299: later})
+    assert topped.silence == 0 and topped.fill_ins == 0
+    assert later <= topped.topped_up <= later + CUSHION
+    assert topped.lv[300:].min() >= CUSHION - BLOCK  # the first late writes still find (about) the cushion
+    assert np.median(topped.lv[600:]) <= CUSHION + BLOCK  # and no lasting lag
+    steady_run = simulate(steady(900), cut=True, top_up={299: 0})
+    assert steady_run.topped_up == 0  # nothing moves: nothing written ahead
+
+
+def test_top_up_is_zero_when_the_ring_holds_enough_and_at_most_a_hop() -> None:
+    ring = RingLedger(LevelTarget(cushion=CUSHION, hop=HOP, blocksize=BLOCK))
+    assert ring.top_up(960) == 0  # nothing written yet: nothing known
+    for _ in range(8):
+        ring.after_write(CUSHION + 2000)
+    assert ring.top_up(960) == 0  # 2000 samples above the cushion already
+    for _ in range(8):
+        ring.after_write(CUSHION)
+    assert ring.top_up(960) == 960 and ring.top_up(5000) == HOP and ring.top_up(100) == 0
+    assert ring.top_up(300) == 300 and ring.top_up(0) == 0
 
 
 def test_shorten_joins_the_two_sides_without_a_gap_or_a_click() -> None:

@@ -108,7 +108,7 @@ class LiveEngine:
         self._rss = Series(4096)
         self.counts = dict(slots=0, chunks=0, skipped_slots=0, fill_ins=0, trimmed=0, vision_encoded=0,
                            fresh_slots=0, stale_slots=0, vision_skipped=0, late_slots=0, resets=0,
-                           model_swaps=0, cut_samples=0)
+                           model_swaps=0, cut_samples=0, top_ups=0)
         self._policy: DegradationPolicy | None = None
         self._started_at: float | None = None
         self._first_chunk_at: float | None = None
@@ -129,6 +129,7 @@ class LiveEngine:
         self._last_offer = -(10**9)  # index of the last frame offered to / encoded for vision
         self._times = _StepTimes(self.config.policy.alpha)
         self._miss_ewma = 0.0  # EWMA of vision-deadline misses
+        self._last_busy_ms, self._last_ahead = 0.0, 0  # the last slot's time and ring level at its write
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> LiveEngine:
@@ -577,6 +578,10 @@ class LiveEngine:
                 new_trouble = dev["underruns"] > underruns_seen or flagged > underflows_seen
                 if new_trouble and self.counts["chunks"] >= CONTRACT.fps:
                     late = True  # after start-up
+                    log.info("underrun before slot %d on rung %s (%d slots after its last change; the slot "
+                             "before took %.1f ms, the ring held %.1f ms at its write)", slot,
+                             self._policy.rung.name, self._policy.slots_on_rung, self._last_busy_ms,
+                             self._last_ahead / CONTRACT.sample_rate * 1000)
                 underflows_seen, underruns_seen = flagged, dev["underruns"]
                 ring.account(underrun_samples=dev["underrun_samples"], skipped=gap)
                 if ring.trim_now():
@@ -624,10 +629,12 @@ class LiveEngine:
                 busy_ms += a2
                 self.counts["fill_ins"] += 1
             busy_ms += self._prefeed(session)
+            self._last_busy_ms, self._last_ahead = busy_ms, (ahead or 0)
             if device is not None and self._underruns_startup is None and slot >= CONTRACT.fps:
                 self._underruns_startup = device.stats()["underruns"]
             if late:
                 self.counts["late_slots"] += 1
+            was_pipelined = not policy.rung.wait_for_vision
             pipelined = next((i for i, r in enumerate(policy.rungs) if not r.wait_for_vision), None)
             if (cfg.policy.enabled and policy.rung.wait_for_vision and self._miss_ewma > cfg.policy.miss_limit
                     and pipelined is not None and pipelined <= policy.top):
@@ -640,8 +647,26 @@ class LiveEngine:
             elif policy.observe(busy_ms, late=late, predict=self._predict) is not None:
                 log.info("degradation: rung %s after %d slots", policy.rung.name, slot)
                 self._apply_rung(session)
+            if was_pipelined and policy.rung.wait_for_vision and device is not None and device.started:
+                self._top_up(session, sinks, device, ring)
             if slot % 300 == 0:
                 self._rss.add(rss_mib())
+
+    def _top_up(self, session, sinks, device, ring: RingLedger) -> None:
+        """A pipelined rung just gave way to one that waits for vision: from the next slot on each chunk
+        is written an encode later in its frame.  Write that much ahead now (``RingLedger.top_up``: a
+        chunk from the current token, cut to length) so those writes still find the cushion."""
+        later_ms = self._times.get(True, "vision") or self._times.get(False, "vision") or 0.0
+        n = ring.top_up(round(later_ms * CONTRACT.sample_rate / 1000))
+        if not n:
+            return
+        chunk, _ = self._audio_step(session)
+        if n < chunk.shape[-1]:
+            self.counts["cut_samples"] += chunk.shape[-1] - n
+            chunk = shorten(chunk, chunk.shape[-1] - n)
+        self._write(sinks, device, chunk, None)
+        self.counts["top_ups"] += 1
+        self._prefeed(session)
 
     def _pace_to_device(self, device, target: int) -> None:
         """Non-live sources with a device: wait until the ring has room down to ``target`` samples."""

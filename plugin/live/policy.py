@@ -83,6 +83,11 @@ class DegradationPolicy:
     def rung(self) -> Rung:
         return self.rungs[self.level]
 
+    @property
+    def slots_on_rung(self) -> int:
+        """Slots since the last change of rung."""
+        return self._since_change
+
     def set_rungs(self, rungs: list[Rung]) -> None:
         """A new ladder (the base NFE or ω changed): the top and the level stay within it."""
         if not rungs:

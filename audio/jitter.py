@@ -33,6 +33,8 @@ import numpy as np
 
 FADE = 240
 """Samples (5 ms) over which :func:`shorten` crossfades."""
+RECENT = 8
+"""Writes that say where the ring stands now (a ring running dry, what a top-up must lift)."""
 
 
 class Action(enum.Enum):
@@ -105,7 +107,7 @@ class RingLedger:
     def top_up(self, later: int) -> int:
         """Samples to write now, before the writes move ``later`` samples later in their slot (a
         pipelined rung gives way to one that waits for vision: each chunk then comes after the
-        encode): enough that the lowest of the last 8 writes, moved that much later, still finds
+        encode): enough that the lowest of the last :data:`RECENT` writes, moved that much later, still finds
         the cushion ahead — 0 when the ring holds that already, never more than a hop, never less
         than :data:`FADE` (an extra chunk is cut to length by :func:`shorten`).  Without it the
         first slots of the slower phase ran the ring dry (measured: every underrun after start-up of
@@ -113,17 +115,20 @@ class RingLedger:
         t = self.target
         if later <= 0 or not self._levels:
             return 0
-        n = t.cushion + later - min(list(self._levels)[-8:])
+        n = t.cushion + later - min(self._recent())
         if n < t.blocksize // 2:
             return 0
         return int(min(max(n, FADE), t.hop))
+
+    def _recent(self) -> list[int]:
+        return list(self._levels)[-RECENT:]
 
     def after_write(self, level: int) -> Action:
         """``level``: the samples queued ahead of the chunk just written, measured at hand-over."""
         t, hop = self.target, self.target.hop
         self._levels.append(level)
         self._n_levels += 1
-        last8 = list(self._levels)[-8:]
+        recent = self._recent()
         # slow drifts: the median level of the last window a hop above the aim is trimmed below
         if self._n_levels % t.drift_window == 0:
             excess = float(np.median(self._levels)) - (t.cushion + t.blocksize / 2)
@@ -139,8 +144,8 @@ class RingLedger:
                 n = int(min(excess - t.blocksize / 2, min(self._levels) - t.cushion, hop // 2))
                 if n >= t.blocksize // 2:
                     self._cut_next = n
-        dry = len(last8) == 8 and float(np.median(last8)) < t.blocksize / 2
-        if dry and self._n_levels - self._dry_at >= 8:
+        dry = len(recent) == RECENT and float(np.median(recent)) < t.blocksize / 2
+        if dry and self._n_levels - self._dry_at >= RECENT:
             # running dry at the writes (the device plays faster than the frames come): a fill-in now,
             # rather than feeding it underruns (silence)
             self.ledger, self._dry_at = min(self.ledger, 0) - hop, self._n_levels
@@ -151,11 +156,11 @@ class RingLedger:
         if self.ledger >= (3 * hop) // 4:
             # An underrun raised the level only if the writes kept their pace; when it came from
             # slower writes (a heavier step), the ring is not high at all: no trim then.
-            if len(last8) == 8 and min(last8) > t.cushion + hop // 2:
+            if len(recent) == RECENT and min(recent) > t.cushion + hop // 2:
                 self._trim_next = "ledger"
             else:
                 self.ledger = 0
-        elif self._n_levels - self._trimmed_at >= 8 and min(last8) > t.cushion + 2 * hop:
+        elif self._n_levels - self._trimmed_at >= RECENT and min(recent) > t.cushion + 2 * hop:
             # far too full for 8 slots on end (start-up, a burst of frames): down a hop now, rather
             # than a hop per drift window
             self._trim_next, self._trimmed_at = "level", self._n_levels

@@ -614,10 +614,7 @@ class LiveEngine:
             fresh = self._token_frame is not None and self._token_frame.index == frame.index
             self.counts["fresh_slots" if fresh else "stale_slots"] += 1
             chunk, a_ms = self._audio_step(session)
-            cut = ring.cut_now()
-            if cut:  # the ring sits a little high: this chunk comes out that much shorter
-                chunk = shorten(chunk, cut)
-                self.counts["cut_samples"] += cut
+            chunk = self._cut(chunk, ring.cut_now())  # the ring sits a little high: that much shorter
             compute_ms = (time.monotonic() - t_pick) * 1000
             ahead = self._write(sinks, device, chunk, compute_ms)
             busy_ms = compute_ms  # the slot's time, the wait for vision included
@@ -661,12 +658,16 @@ class LiveEngine:
         if not n:
             return
         chunk, _ = self._audio_step(session)
-        if n < chunk.shape[-1]:
-            self.counts["cut_samples"] += chunk.shape[-1] - n
-            chunk = shorten(chunk, chunk.shape[-1] - n)
-        self._write(sinks, device, chunk, None)
+        self._write(sinks, device, self._cut(chunk, max(chunk.shape[-1] - n, 0)), None)
         self.counts["top_ups"] += 1
         self._prefeed(session)
+
+    def _cut(self, chunk, n: int):
+        """``chunk`` with ``n`` samples taken out (:func:`audio.jitter.shorten`), counted in ``cut_samples``."""
+        if not n:
+            return chunk
+        self.counts["cut_samples"] += n
+        return shorten(chunk, n)
 
     def _pace_to_device(self, device, target: int) -> None:
         """Non-live sources with a device: wait until the ring has room down to ``target`` samples."""
